@@ -1,0 +1,66 @@
+"""Typed errors: each says what was wrong, what is allowed and what was received.
+
+They subclass `MLServerError`, so MLServer turns them into the right REST status and
+gRPC code for unary calls; inside a stream the runtimes turn them into a final event.
+"""
+
+from __future__ import annotations
+
+import grpc
+from mlserver.errors import MLServerError
+from mlserver.grpc import utils as grpc_utils
+
+HTTP_BAD_REQUEST = 400
+HTTP_NOT_FOUND = 404
+HTTP_UNPROCESSABLE = 422
+HTTP_TOO_MANY_REQUESTS = 429
+HTTP_UNAVAILABLE = 503
+HTTP_GATEWAY_TIMEOUT = 504
+
+# MLServer maps only 400/404/422/500 to gRPC codes and answers UNKNOWN for the rest;
+# capacity and deadline errors deserve their proper, retry-aware codes.
+grpc_utils.STATUS_CODE_MAPPING.setdefault(
+    HTTP_TOO_MANY_REQUESTS, grpc.StatusCode.RESOURCE_EXHAUSTED
+)
+grpc_utils.STATUS_CODE_MAPPING.setdefault(HTTP_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE)
+grpc_utils.STATUS_CODE_MAPPING.setdefault(HTTP_GATEWAY_TIMEOUT, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class StreamingError(MLServerError):
+    """Base class of this package's errors; `retryable` tells clients to try again later."""
+
+    retryable = False
+
+    def __init__(self, msg: str, status_code: int = HTTP_BAD_REQUEST):
+        super().__init__(msg, status_code)
+
+
+class InvalidInput(StreamingError):
+    """A request tensor is missing or has the wrong name, datatype, shape or values."""
+
+
+class InvalidParameter(StreamingError):
+    """A request parameter is unknown, of the wrong type or out of its range."""
+
+
+class InvalidSettings(StreamingError):
+    """`parameters.extra` in model-settings.json is invalid: the model fails to load."""
+
+    def __init__(self, msg: str):
+        super().__init__(msg, HTTP_UNPROCESSABLE)
+
+
+class ServerAtCapacity(StreamingError):
+    """Too many requests are waiting; the client should retry after a short pause."""
+
+    retryable = True
+
+    def __init__(self, msg: str):
+        super().__init__(msg, HTTP_TOO_MANY_REQUESTS)
+
+
+class DeadlineExceeded(StreamingError):
+    """A request ran past its deadline."""
+
+    def __init__(self, msg: str):
+        super().__init__(msg, HTTP_GATEWAY_TIMEOUT)

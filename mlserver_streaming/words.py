@@ -1,0 +1,94 @@
+"""The word-streaming example model from MLServer's streaming docs, with the stream contract.
+
+It splits the prompt on spaces and streams it back word by word after a delay. The last
+word's event carries `final: true`, so the docs' clients, which print every event's first
+output, work unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from mlserver import MLModel
+from mlserver.codecs import StringCodec
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+from pydantic import Field
+
+from .errors import InvalidInput
+from .events import REQUEST_INDEX, ending_with_error_event, event, final_event
+from .params import reject_unknown, request_parameters
+from .settings import RuntimeSettings, parse_extra
+
+INPUT_PROMPT = "prompt"
+OUTPUT_TEXT = "output"
+FINISH_STOP = "stop"
+
+
+class WordStreamSettings(RuntimeSettings):
+    """`parameters.extra` of the word-streaming model."""
+
+    delay_seconds: float = Field(0.5, ge=0, le=60)
+    """Pause before each word, to simulate a slow model (seconds, 0–60)."""
+
+
+def split_words(text: str) -> list[str]:
+    """Words with their leading space kept, so joining the pieces gives the text back."""
+    words = text.split(" ")
+    return [word if i == 0 else " " + word for i, word in enumerate(words)]
+
+
+def decode_prompt(request: InferenceRequest) -> str:
+    """The single prompt string of a request, or a clear error naming the input."""
+    reject_unknown(request_parameters(request), allowed=())
+    inputs = {i.name: i for i in request.inputs}
+    if INPUT_PROMPT not in inputs:
+        got = [i.name for i in request.inputs]
+        raise InvalidInput(f"input {INPUT_PROMPT!r} is required (BYTES, one string), got {got}.")
+    tensor = inputs[INPUT_PROMPT]
+    if tensor.datatype != "BYTES":
+        raise InvalidInput(f"input {INPUT_PROMPT!r} must be BYTES, got {tensor.datatype}.")
+    values = StringCodec.decode_input(tensor)
+    if len(values) != 1:
+        raise InvalidInput(f"input {INPUT_PROMPT!r} must hold one string, got {len(values)}.")
+    return values[0]
+
+
+def text_output(text: str) -> ResponseOutput:
+    """The `output` tensor holding one piece of text."""
+    return StringCodec.encode_output(name=OUTPUT_TEXT, payload=[text], use_bytes=True)
+
+
+class WordStreamModel(MLModel):
+    """Streams the prompt back word by word: the hello-world of MLServer streaming."""
+
+    async def load(self) -> bool:
+        self._config = parse_extra(self.settings, WordStreamSettings)
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        text = decode_prompt(payload)
+        return final_event(self, FINISH_STOP, [text_output(text)], words=len(split_words(text)))
+
+    async def predict_stream(
+        self, payloads: AsyncIterator[InferenceRequest]
+    ) -> AsyncIterator[InferenceResponse]:
+        index = 0
+        async for payload in payloads:
+            events = self._stream_one(payload, index)
+            async for item in ending_with_error_event(
+                self, events, [text_output("")], **{REQUEST_INDEX: index}
+            ):
+                yield item
+            index += 1
+
+    async def _stream_one(
+        self, payload: InferenceRequest, index: int
+    ) -> AsyncIterator[InferenceResponse]:
+        words = split_words(decode_prompt(payload))
+        for i, word in enumerate(words):
+            await asyncio.sleep(self._config.delay_seconds)
+            if i == len(words) - 1:
+                yield final_event(self, FINISH_STOP, [text_output(word)], **{REQUEST_INDEX: index})
+            else:
+                yield event(self, [text_output(word)], **{REQUEST_INDEX: index})

@@ -1,0 +1,72 @@
+"""Small REST SSE and gRPC client helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+import httpx
+import mlserver.grpc.dataplane_pb2_grpc as dataplane
+from httpx_sse import aconnect_sse
+from mlserver.grpc import converters
+from mlserver.types import InferenceRequest, InferenceResponse
+
+TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+def params_of(response: InferenceResponse | dict[str, Any]) -> dict[str, Any]:
+    """The parameters of an event, from a parsed response or raw JSON."""
+    if isinstance(response, dict):
+        return response.get("parameters") or {}
+    return response.parameters.model_dump(exclude_none=True) if response.parameters else {}
+
+
+async def sse_events(base_url: str, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST a request to an SSE endpoint and collect every event's JSON."""
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client,
+        aconnect_sse(client, "POST", path, json=body) as source,
+    ):
+        source.response.raise_for_status()
+        return [json.loads(sse.data) async for sse in source.aiter_sse()]
+
+
+def to_grpc(request: InferenceRequest | dict[str, Any], model: str, version: str | None = None):
+    """A V2 request (types or JSON) as a gRPC ModelInferRequest."""
+    if isinstance(request, dict):
+        request = InferenceRequest.model_validate(request)
+    for tensor in request.inputs:
+        if tensor.datatype == "BYTES":  # gRPC's bytes_contents wants bytes, not str
+            tensor.data.root = [v.encode() if isinstance(v, str) else v for v in tensor.data.root]
+    return converters.ModelInferRequestConverter.from_types(
+        request, model_name=model, model_version=version
+    )
+
+
+def from_grpc(response) -> InferenceResponse:
+    """A gRPC ModelInferResponse as V2 types."""
+    return converters.ModelInferResponseConverter.to_types(response)
+
+
+async def grpc_stream(
+    target: str, requests: Iterable[Any], timeout: float = 60.0
+) -> list[InferenceResponse]:
+    """Send gRPC requests on one ModelStreamInfer call and collect every response."""
+
+    async def gen() -> AsyncIterator[Any]:
+        for request in requests:
+            yield request
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = dataplane.GRPCInferenceServiceStub(channel)
+        call = stub.ModelStreamInfer(gen(), timeout=timeout)
+        return [from_grpc(r) async for r in call]
+
+
+async def grpc_infer(target: str, request: Any, timeout: float = 60.0) -> InferenceResponse:
+    """One unary ModelInfer call."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = dataplane.GRPCInferenceServiceStub(channel)
+        return from_grpc(await stub.ModelInfer(request, timeout=timeout))

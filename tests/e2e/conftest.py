@@ -1,0 +1,28 @@
+"""One real server for the session, serving the project's own model-repo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .server import Server, running_server
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_REPO = ROOT / "model-repo"
+
+
+def served_model_names(repo: Path) -> list[str]:
+    """Every model name declared in a repo's model-settings.json files."""
+    names = {json.loads(p.read_text())["name"] for p in repo.rglob("model-settings.json")}
+    return sorted(names)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`mlserver start model-repo` on free local ports, exactly as a user runs it."""
+    logs = tmp_path_factory.mktemp("logs")
+    with running_server(MODEL_REPO, served_model_names(MODEL_REPO), logs) as srv:
+        yield srv
