@@ -15,8 +15,8 @@ from mlserver.codecs import StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from pydantic import Field
 
-from .errors import InvalidInput
 from .events import REQUEST_INDEX, ending_with_error_event, event, final_event
+from .inputs import single_string
 from .params import reject_unknown, request_parameters
 from .settings import RuntimeSettings, parse_extra
 
@@ -39,19 +39,9 @@ def split_words(text: str) -> list[str]:
 
 
 def decode_prompt(request: InferenceRequest) -> str:
-    """The single prompt string of a request, or a clear error naming the input."""
+    """The single prompt string of a request; no parameters are accepted."""
     reject_unknown(request_parameters(request), allowed=())
-    inputs = {i.name: i for i in request.inputs}
-    if INPUT_PROMPT not in inputs:
-        got = [i.name for i in request.inputs]
-        raise InvalidInput(f"input {INPUT_PROMPT!r} is required (BYTES, one string), got {got}.")
-    tensor = inputs[INPUT_PROMPT]
-    if tensor.datatype != "BYTES":
-        raise InvalidInput(f"input {INPUT_PROMPT!r} must be BYTES, got {tensor.datatype}.")
-    values = StringCodec.decode_input(tensor)
-    if len(values) != 1:
-        raise InvalidInput(f"input {INPUT_PROMPT!r} must hold one string, got {len(values)}.")
-    return values[0]
+    return single_string(request, INPUT_PROMPT)
 
 
 def text_output(text: str) -> ResponseOutput:

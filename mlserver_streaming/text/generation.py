@@ -1,0 +1,105 @@
+"""One request's decoding state: sampler, stopping, detokenizer and stop-sequence matcher.
+
+Pure and engine-agnostic: it takes logits and returns what the client should see next, so
+it can be tested without a model and reused by any scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .detokenize import IncrementalDetokenizer
+from .params import GenerationParams
+from .sampling import TokenChooser
+from .stopping import FinishReason, StoppingCriteria, StopSequenceMatcher
+
+
+@dataclass
+class Delta:
+    """What one request's client gets next: text plus the tokens it came from."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+    """Set with finish_reason ERROR or TIMEOUT: what went wrong, for the final event."""
+    retryable: bool = False
+
+
+class Generation:
+    """Turns a request's successive logits into deltas until it finishes."""
+
+    def __init__(
+        self,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        tokenizer: Tokenizer,
+        eos_token_id: int | None,
+    ) -> None:
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self.completion_tokens = 0
+        self.finish_reason: FinishReason | None = None
+        self.last_token: int | None = None
+        self._chooser = TokenChooser.from_params(params)
+        self._stopping = StoppingCriteria.from_params(params, eos_token_id)
+        self._detok = IncrementalDetokenizer(tokenizer, self.prompt_ids)
+        self._matcher = StopSequenceMatcher(params.stop)
+        self._eos = eos_token_id
+        # History for the repetition penalty, preallocated: prompt then generated ids.
+        self._history = np.empty(len(self.prompt_ids) + params.max_tokens, dtype=np.int64)
+        self._history[: len(self.prompt_ids)] = self.prompt_ids
+        self._pending = Delta()
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens in the prompt, as reported in the final event."""
+        return len(self.prompt_ids)
+
+    def advance(self, logits: np.ndarray) -> Delta | None:
+        """Choose the next token; return a delta when there is text to send or it finished."""
+        choice = self._chooser(
+            logits, self._history[: len(self.prompt_ids) + self.completion_tokens]
+        )
+        token = choice.token_id
+        self._history[len(self.prompt_ids) + self.completion_tokens] = token
+        self.completion_tokens += 1
+        self.last_token = token
+        pending = self._pending
+        pending.token_ids.append(token)
+        if self.params.logprobs is not None:
+            pending.logprobs.append(choice.logprob)
+            pending.top_logprobs.append(choice.top_logprobs)
+        done, reason = self._stopping(token)
+        text = "" if token == self._eos else self._detok.step(token)
+        safe, stopped = self._matcher.feed(text)
+        pending.text += safe
+        if stopped:
+            return self.finish(FinishReason.STOP)
+        if done and reason is not None:
+            return self.finish(reason)
+        if not pending.text:
+            return None  # held back (half a character or a possible stop sequence)
+        return self._take()
+
+    def finish(
+        self, reason: FinishReason, error: str | None = None, retryable: bool = False
+    ) -> Delta:
+        """End the generation: the last delta, with held-back text unless a stop matched."""
+        self.finish_reason = reason
+        if reason is not FinishReason.STOP:
+            tail, stopped = self._matcher.feed(self._detok.flush())
+            self._pending.text += tail if stopped else tail + self._matcher.flush()
+        delta = self._take()
+        delta.finish_reason, delta.error, delta.retryable = reason, error, retryable
+        return delta
+
+    def _take(self) -> Delta:
+        delta, self._pending = self._pending, Delta()
+        return delta

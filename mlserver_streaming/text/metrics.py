@@ -1,0 +1,79 @@
+"""Serving metrics of text generation, on MLServer's Prometheus registry.
+
+Names follow vLLM's (`vllm:time_to_first_token_seconds`, ...) under this project's prefix,
+labelled by model name and version. prometheus_client objects are thread-safe, so the
+engine thread records directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+from mlserver.metrics import REGISTRY
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+PREFIX = "mlserver_streaming:"
+LABELS = ("model_name", "model_version")
+
+TTFT = PREFIX + "time_to_first_token_seconds"
+INTER_TOKEN = PREFIX + "inter_token_latency_seconds"
+QUEUE_TIME = PREFIX + "request_queue_time_seconds"
+E2E_LATENCY = PREFIX + "e2e_request_latency_seconds"
+PROMPT_TOKENS = PREFIX + "prompt_tokens"  # exposed as ..._total
+GENERATION_TOKENS = PREFIX + "generation_tokens"  # exposed as ..._total
+RUNNING = PREFIX + "num_requests_running"
+WAITING = PREFIX + "num_requests_waiting"
+FINISHED = PREFIX + "request_success"  # exposed as ..._total, by finished_reason
+STEPS = PREFIX + "engine_steps"  # exposed as ..._total
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75)
+_LATENCY_BUCKETS += (1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+_REQUEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+
+MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
+
+
+def _get_or_create(cls: type[MetricT], name: str, doc: str, **kwargs: Any) -> MetricT:
+    # Several models (and reloads) share one registry: reuse a collector once registered.
+    lookup = name.removesuffix("_total")
+    if REGISTRY.exists(lookup):
+        return cast(MetricT, REGISTRY.get(lookup))
+    labels = kwargs.pop("labels", LABELS)
+    return cls(name, doc, labelnames=labels, registry=REGISTRY, **kwargs)
+
+
+class GenerationMetrics:
+    """The metric children of one model (name + version)."""
+
+    def __init__(self, model_name: str, model_version: str | None) -> None:
+        labels = {"model_name": model_name, "model_version": model_version or ""}
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return _get_or_create(Histogram, name, doc, buckets=buckets).labels(**labels)
+
+        def counter(name: str, doc: str) -> Counter:
+            return _get_or_create(Counter, name, doc).labels(**labels)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return _get_or_create(Gauge, name, doc).labels(**labels)
+
+        self.ttft = histogram(TTFT, "Time from arrival to the first token.", _LATENCY_BUCKETS)
+        self.inter_token = histogram(
+            INTER_TOKEN, "Time between two tokens of one stream.", _LATENCY_BUCKETS
+        )
+        self.queue_time = histogram(QUEUE_TIME, "Time waited for a slot.", _REQUEST_BUCKETS)
+        self.e2e = histogram(E2E_LATENCY, "Time from arrival to the final event.", _REQUEST_BUCKETS)
+        self.prompt_tokens = counter(PROMPT_TOKENS, "Prefilled prompt tokens.")
+        self.generation_tokens = counter(GENERATION_TOKENS, "Generated tokens.")
+        self.running = gauge(RUNNING, "Sequences holding a slot.")
+        self.waiting = gauge(WAITING, "Requests waiting for a slot.")
+        self.steps = counter(STEPS, "Engine steps (prefill and/or decode).")
+        self._finished = _get_or_create(
+            Counter, FINISHED, "Finished requests by reason.", labels=(*LABELS, "finished_reason")
+        )
+        self._labels = labels
+
+    def finished(self, reason: str) -> None:
+        """Count one finished request under its finish reason."""
+        self._finished.labels(**self._labels, finished_reason=reason).inc()

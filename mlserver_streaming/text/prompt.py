@@ -1,0 +1,75 @@
+"""The prompt: read from the request, tokenized, and checked against the context window."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mlserver.types import InferenceRequest
+from tokenizers import Tokenizer
+
+from ..errors import InvalidInput, InvalidParameter, InvalidSettings
+from ..inputs import single_string
+from .params import GenerationParams
+from .settings import TextGenerationSettings
+
+INPUT_PROMPT = "prompt"
+
+
+@dataclass(frozen=True)
+class PromptLimits:
+    """Token limits of one model, resolved against its context window at load."""
+
+    max_prompt_tokens: int
+    max_total_tokens: int
+
+    @classmethod
+    def from_settings(cls, settings: TextGenerationSettings, context: int) -> PromptLimits:
+        """Defaults fill the context window; explicit settings may only shrink it."""
+        total = settings.max_total_tokens or context
+        prompt = settings.max_prompt_tokens or total - 1
+        if total > context:
+            raise InvalidSettings(
+                f"max_total_tokens must be <= the context window ({context}), got {total}."
+            )
+        if prompt >= total:
+            raise InvalidSettings(
+                f"max_prompt_tokens must be < max_total_tokens ({total}), got {prompt}."
+            )
+        return cls(prompt, total)
+
+    def fit(self, params: GenerationParams, prompt_tokens: int, explicit: bool) -> GenerationParams:
+        """Keep prompt + max_tokens inside max_total_tokens.
+
+        An explicit `max_tokens` that does not fit is an error; a default one is shortened.
+        """
+        room = self.max_total_tokens - prompt_tokens
+        if params.max_tokens <= room:
+            return params
+        if explicit:
+            raise InvalidParameter(
+                f"max_tokens must be <= {room} for this prompt ({prompt_tokens} prompt tokens, "
+                f"max_total_tokens={self.max_total_tokens}), got {params.max_tokens}."
+            )
+        return dataclasses.replace(params, max_tokens=room)
+
+
+def decode_prompt(request: InferenceRequest) -> str:
+    """The prompt string; it must not be empty."""
+    prompt = single_string(request, INPUT_PROMPT)
+    if not prompt:
+        raise InvalidInput(f"input {INPUT_PROMPT!r} must not be empty.")
+    return prompt
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str, limits: PromptLimits) -> list[int]:
+    """Token ids of the prompt, or an error when it is longer than the model accepts."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+    if not ids:
+        raise InvalidInput(f"input {INPUT_PROMPT!r} encodes to no tokens.")
+    if len(ids) > limits.max_prompt_tokens:
+        raise InvalidInput(
+            f"input {INPUT_PROMPT!r} must be at most {limits.max_prompt_tokens} tokens, "
+            f"got {len(ids)}."
+        )
+    return ids

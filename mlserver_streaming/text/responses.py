@@ -1,0 +1,71 @@
+"""Deltas → V2 response outputs and parameters (the wire format of text generation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from mlserver.codecs import NumpyCodec, StringCodec
+from mlserver.types import ResponseOutput
+
+from ..events import ERROR, ERROR_RETRYABLE, ParamValue
+from .generation import Delta, Generation
+
+OUTPUT_TEXT = "text"
+OUTPUT_TOKEN_IDS = "token_ids"
+OUTPUT_LOGPROBS = "logprobs"
+OUTPUT_TOP_TOKEN_IDS = "top_token_ids"
+OUTPUT_TOP_LOGPROBS = "top_logprobs"
+
+PROMPT_TOKENS = "prompt_tokens"
+COMPLETION_TOKENS = "completion_tokens"
+SEED = "seed"
+
+
+def merge(deltas: Sequence[Delta]) -> Delta:
+    """One delta holding a whole completion (unary predict)."""
+    whole = Delta()
+    for delta in deltas:
+        whole.text += delta.text
+        whole.token_ids += delta.token_ids
+        whole.logprobs += delta.logprobs
+        whole.top_logprobs += delta.top_logprobs
+        whole.finish_reason, whole.error = delta.finish_reason, delta.error
+        whole.retryable = delta.retryable
+    return whole
+
+
+def delta_outputs(delta: Delta, logprobs: int | None) -> list[ResponseOutput]:
+    """`text` and `token_ids`, plus logprob tensors when the request asked for them."""
+    outputs = [
+        StringCodec.encode_output(OUTPUT_TEXT, [delta.text], use_bytes=True),
+        NumpyCodec.encode_output(OUTPUT_TOKEN_IDS, np.asarray(delta.token_ids, dtype=np.int64)),
+    ]
+    if logprobs is None:
+        return outputs
+    n = len(delta.token_ids)
+    top_ids = np.full((n, logprobs), -1, dtype=np.int64)
+    top_lps = np.full((n, logprobs), -np.inf, dtype=np.float32)
+    for row, alternatives in enumerate(delta.top_logprobs):
+        for col, (token, logprob) in enumerate(alternatives):
+            top_ids[row, col], top_lps[row, col] = token, logprob
+    outputs.append(
+        NumpyCodec.encode_output(OUTPUT_LOGPROBS, np.asarray(delta.logprobs, dtype=np.float32))
+    )
+    if logprobs > 0:
+        outputs.append(NumpyCodec.encode_output(OUTPUT_TOP_TOKEN_IDS, top_ids))
+        outputs.append(NumpyCodec.encode_output(OUTPUT_TOP_LOGPROBS, top_lps))
+    return outputs
+
+
+def final_parameters(generation: Generation, delta: Delta) -> dict[str, ParamValue]:
+    """Usage and the seed used (so a sampled completion can be replayed), plus any error."""
+    params: dict[str, ParamValue] = {
+        PROMPT_TOKENS: generation.prompt_tokens,
+        COMPLETION_TOKENS: generation.completion_tokens,
+        SEED: str(generation.params.seed),  # a string: a 63-bit seed is exact in any JSON client
+    }
+    if delta.error is not None:
+        params[ERROR] = delta.error
+        params[ERROR_RETRYABLE] = delta.retryable
+    return params

@@ -1,0 +1,146 @@
+"""The text generation runtime: V2 requests in, streamed text deltas out.
+
+Requests are parsed once at the edge into (prompt ids, GenerationParams); generation runs
+on the scheduler's engine thread; this module only moves deltas between that thread and
+MLServer's streams, and turns them into V2 events that follow the stream contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from mlserver import MLModel
+from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.utils import get_model_uri
+from tokenizers import Tokenizer
+
+from ..engine import GPT2Engine
+from ..errors import InvalidSettings
+from ..events import REQUEST_INDEX, ending_with_error_event, event, final_event
+from ..params import request_parameters
+from ..settings import parse_extra
+from .generation import Delta, Generation
+from .metrics import GenerationMetrics
+from .params import GenerationParams
+from .prompt import PromptLimits, decode_prompt, encode_prompt
+from .responses import delta_outputs, final_parameters, merge
+from .scheduler import Scheduler, SequenceRequest
+from .settings import TextGenerationSettings
+from .warmup import warm_up
+
+TOKENIZER_FILE = "tokenizer.json"
+REQUIRED_FILES = ("config.json", "model.safetensors", TOKENIZER_FILE)
+
+
+class TextGenerator(MLModel):
+    """Streams text from a GPT-2-family checkpoint with continuous batching (numpy, no torch)."""
+
+    async def load(self) -> bool:
+        self._config = parse_extra(self.settings, TextGenerationSettings)
+        folder = await self._model_folder()
+        self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        engine = await asyncio.to_thread(
+            GPT2Engine.from_pretrained, folder, max_slots=self._config.max_running
+        )
+        self._limits = PromptLimits.from_settings(self._config, engine.config.n_positions)
+        GenerationParams.check_defaults(self._config.defaults, self._config.max_tokens_cap)
+        self._eos = engine.config.eos_token_id
+        if self._config.warmup_tokens:
+            await asyncio.to_thread(warm_up, engine, self._config.warmup_tokens)
+        self._scheduler = Scheduler(
+            engine,
+            max_running=self._config.max_running,
+            max_waiting=self._config.max_waiting,
+            prefill_chunk_tokens=self._config.prefill_chunk_tokens,
+            metrics=GenerationMetrics(self.name, self.version),
+        )
+        self._scheduler.start()
+        return True
+
+    async def unload(self) -> bool:
+        await asyncio.to_thread(self._scheduler.stop)
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        generation = self._parse(payload)
+        whole = merge([delta async for delta in self._generate(generation)])
+        return self._final(generation, whole)
+
+    async def predict_stream(
+        self, payloads: AsyncIterator[InferenceRequest]
+    ) -> AsyncIterator[InferenceResponse]:
+        index = 0
+        async for payload in payloads:  # over gRPC bidi, each request is a new turn
+            async for item in ending_with_error_event(
+                self,
+                self._stream_one(payload, index),
+                delta_outputs(Delta(), None),
+                **{REQUEST_INDEX: index},
+            ):
+                yield item
+            index += 1
+
+    async def _stream_one(
+        self, payload: InferenceRequest, index: int
+    ) -> AsyncIterator[InferenceResponse]:
+        generation = self._parse(payload)
+        logprobs = generation.params.logprobs
+        async for delta in self._generate(generation):
+            if delta.finish_reason is None:
+                yield event(self, delta_outputs(delta, logprobs), **{REQUEST_INDEX: index})
+            else:
+                yield self._final(generation, delta, **{REQUEST_INDEX: index})
+
+    def _parse(self, payload: InferenceRequest) -> Generation:
+        prompt = decode_prompt(payload)
+        raw = request_parameters(payload)
+        params = GenerationParams.from_request(
+            raw, self._config.defaults, self._config.max_tokens_cap
+        )
+        prompt_ids = encode_prompt(self._tokenizer, prompt, self._limits)
+        params = self._limits.fit(params, len(prompt_ids), explicit="max_tokens" in raw)
+        return Generation(prompt_ids, params, self._tokenizer, self._eos)
+
+    async def _generate(self, generation: Generation) -> AsyncIterator[Delta]:
+        """Deltas of one generation; leaving early (a disconnect) cancels its sequence."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Delta] = asyncio.Queue()
+        request = SequenceRequest(
+            generation,
+            sink=lambda delta: loop.call_soon_threadsafe(queue.put_nowait, delta),
+            deadline=time.monotonic() + self._config.request_timeout_s,
+        )
+        self._scheduler.submit(request)
+        finished = False
+        try:
+            while not finished:
+                delta = await queue.get()
+                finished = delta.finish_reason is not None
+                yield delta
+        finally:
+            if not finished:
+                self._scheduler.cancel(request)
+
+    def _final(self, generation: Generation, delta: Delta, **params) -> InferenceResponse:
+        assert delta.finish_reason is not None
+        return final_event(
+            self,
+            delta.finish_reason.value,
+            delta_outputs(delta, generation.params.logprobs),
+            **final_parameters(generation, delta),
+            **params,
+        )
+
+    async def _model_folder(self) -> Path:
+        """The checkpoint folder (`parameters.uri`, relative to model-settings.json)."""
+        folder = Path(await get_model_uri(self.settings))
+        missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+        if missing:
+            raise InvalidSettings(
+                f"model {self.name!r}: {folder} must hold {', '.join(REQUIRED_FILES)}; "
+                f"missing {', '.join(missing)}."
+            )
+        return folder

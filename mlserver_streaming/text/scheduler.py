@@ -1,0 +1,244 @@
+"""Continuous batching: one engine thread runs every active sequence in each step.
+
+Each step reaps cancelled and expired sequences, admits waiting ones into free KV slots,
+prefills at most `prefill_chunk_tokens` prompt tokens (so a long prompt never stalls the
+others), and decodes every running sequence in one batched forward. The event loop only
+submits requests, flags cancellations and receives deltas through each request's sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ServerAtCapacity
+from .generation import Delta, Generation
+from .metrics import GenerationMetrics
+from .stopping import FinishReason
+
+logger = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """What the scheduler needs from an engine (GPT2Engine, or a fake in tests)."""
+
+    def allocate(self) -> int: ...
+    def release(self, slot: int) -> None: ...
+    def free_slots(self) -> int: ...
+    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray: ...
+    def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray: ...
+
+
+@dataclass(eq=False)
+class SequenceRequest:
+    """A request as the scheduler tracks it; `sink` must be safe to call from any thread."""
+
+    generation: Generation
+    sink: Callable[[Delta], object]
+    deadline: float
+    arrival: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    slot: int | None = None
+    prefilled: int = 0
+    last_token_at: float | None = None
+
+    @property
+    def prefill_done(self) -> bool:
+        """Whether the whole prompt is in the KV cache."""
+        return self.prefilled == len(self.generation.prompt_ids)
+
+
+class Scheduler:
+    """Admission, batching and cancellation for one engine; thread-safe `submit`/`cancel`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_running: int,
+        max_waiting: int,
+        prefill_chunk_tokens: int,
+        metrics: GenerationMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.metrics = metrics
+        self.clock = clock
+        self.steps = 0
+        self._waiting: deque[SequenceRequest] = deque()
+        self._running: list[SequenceRequest] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> int:
+        """Sequences holding a KV slot."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiting)
+
+    def submit(self, request: SequenceRequest) -> None:
+        """Queue a request; refuse it at once when the waiting room is full."""
+        with self._cond:
+            free = self.max_running - len(self._running)
+            if len(self._waiting) >= self.max_waiting + max(free, 0):
+                raise ServerAtCapacity(
+                    f"server at capacity: {len(self._waiting)} requests waiting "
+                    f"(max_waiting={self.max_waiting}, max_running={self.max_running}); "
+                    "retry later."
+                )
+            self._waiting.append(request)
+            self._cond.notify()
+
+    def cancel(self, request: SequenceRequest) -> None:
+        """Flag a request as abandoned; the engine thread drops it at its next step."""
+        request.cancelled = True
+        with self._cond:
+            self._cond.notify()
+
+    def start(self) -> None:
+        """Run the engine loop on its own daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="text-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop; every unfinished request ends as cancelled."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._stopping or self._waiting or self._running):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+            try:
+                self.step()
+            except Exception as err:  # noqa: BLE001 - the loop must survive a failed step
+                logger.exception("engine step failed")
+                self._fail_running(FinishReason.ERROR, f"engine step failed: {err}")
+        self._fail_running(FinishReason.CANCELLED, "server is shutting down")
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), deque()
+        for request in waiting:
+            self._emit(request, request.generation.finish(FinishReason.CANCELLED))
+
+    def step(self) -> None:
+        """One engine step: reap, admit, prefill one chunk, decode all running sequences."""
+        self._reap(self.clock())
+        self._admit()
+        ready = [r for r in self._running if r.prefill_done]
+        self._prefill()
+        self._decode(ready)
+        self.steps += 1
+        if self.metrics is not None:
+            self.metrics.steps.inc()
+            self.metrics.running.set(len(self._running))
+            self.metrics.waiting.set(len(self._waiting))
+
+    def _reap(self, now: float) -> None:
+        with self._cond:
+            gone = [r for r in self._waiting if r.cancelled or now > r.deadline]
+            for request in gone:
+                self._waiting.remove(request)
+        for request in gone + [r for r in self._running if r.cancelled or now > r.deadline]:
+            if request.cancelled:
+                self._finish(request, request.generation.finish(FinishReason.CANCELLED))
+            else:
+                waited = now - request.arrival
+                message = f"request deadline exceeded after {waited:.1f} s"
+                self._finish(request, request.generation.finish(FinishReason.TIMEOUT, message))
+
+    def _admit(self) -> None:
+        while len(self._running) < self.max_running and self.engine.free_slots() > 0:
+            with self._cond:
+                if not self._waiting:
+                    return
+                request = self._waiting.popleft()
+            request.slot = self.engine.allocate()
+            self._running.append(request)
+            if self.metrics is not None:
+                self.metrics.queue_time.observe(self.clock() - request.arrival)
+
+    def _prefill(self) -> None:
+        budget = self.prefill_chunk_tokens
+        for request in [r for r in self._running if not r.prefill_done]:
+            prompt = request.generation.prompt_ids
+            chunk = prompt[request.prefilled : request.prefilled + budget]
+            assert request.slot is not None
+            logits = self.engine.prefill(request.slot, chunk)
+            request.prefilled += len(chunk)
+            budget -= len(chunk)
+            if self.metrics is not None:
+                self.metrics.prompt_tokens.inc(len(chunk))
+            if request.prefill_done:
+                self._advance(request, logits)
+            if budget <= 0:
+                return
+
+    def _decode(self, ready: list[SequenceRequest]) -> None:
+        batch = [r for r in ready if r.generation.finish_reason is None and r in self._running]
+        if not batch:
+            return
+        slots = [r.slot for r in batch]
+        tokens = [r.generation.last_token for r in batch]
+        logits = self.engine.decode(slots, tokens)  # type: ignore[arg-type]
+        for request, row in zip(batch, logits, strict=True):
+            self._advance(request, row)
+
+    def _advance(self, request: SequenceRequest, logits: np.ndarray) -> None:
+        delta = request.generation.advance(logits)
+        now = self.clock()
+        if self.metrics is not None:
+            self.metrics.generation_tokens.inc()
+            if request.last_token_at is None:
+                self.metrics.ttft.observe(now - request.arrival)
+            else:
+                self.metrics.inter_token.observe(now - request.last_token_at)
+        request.last_token_at = now
+        if delta is None:
+            return
+        if delta.finish_reason is not None:
+            self._finish(request, delta)
+        else:
+            self._emit(request, delta)
+
+    def _finish(self, request: SequenceRequest, delta: Delta) -> None:
+        if request in self._running:
+            self._running.remove(request)
+        if request.slot is not None:
+            self.engine.release(request.slot)
+            request.slot = None
+        if self.metrics is not None and delta.finish_reason is not None:
+            self.metrics.e2e.observe(self.clock() - request.arrival)
+            self.metrics.finished(delta.finish_reason.value)
+        self._emit(request, delta)
+
+    def _fail_running(self, reason: FinishReason, message: str) -> None:
+        for request in list(self._running):
+            self._finish(request, request.generation.finish(reason, message))
+
+    @staticmethod
+    def _emit(request: SequenceRequest, delta: Delta) -> None:
+        try:
+            request.sink(delta)
+        except RuntimeError:  # the client's event loop is gone; nothing left to tell
+            logger.debug("dropped a delta for a closed event loop")

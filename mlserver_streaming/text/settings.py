@@ -1,0 +1,32 @@
+"""`parameters.extra` of the text generation runtime, parsed once at load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from ..settings import RuntimeSettings
+
+
+class TextGenerationSettings(RuntimeSettings):
+    """Limits and defaults of one text generation model (all optional)."""
+
+    max_running: int = Field(16, ge=1, le=256)
+    """Sequences decoded together in each step; also the number of KV cache slots."""
+    max_waiting: int = Field(64, ge=0, le=100_000)
+    """Requests allowed to wait for a slot; past this a request is refused (retryable)."""
+    max_prompt_tokens: int | None = Field(None, ge=1)
+    """Longest prompt in tokens; default: the context window minus one."""
+    max_total_tokens: int | None = Field(None, ge=2)
+    """Prompt plus generated tokens of one sequence; default and upper bound: the context window."""
+    max_tokens_cap: int = Field(256, ge=1)
+    """Largest `max_tokens` a request may ask for."""
+    request_timeout_s: float = Field(120.0, gt=0, le=86_400)
+    """Deadline of a request from its arrival; a stream past it ends with `timeout`."""
+    prefill_chunk_tokens: int = Field(64, ge=1, le=4096)
+    """Prompt tokens prefilled per engine step, so a long prompt does not stall others."""
+    warmup_tokens: int = Field(4, ge=0, le=64)
+    """Tokens generated at load so the first real request pays no cold start (0: off)."""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """Default generation parameters (max_tokens, temperature, top_k, ...); requests override."""
