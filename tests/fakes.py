@@ -1,0 +1,50 @@
+"""A fake engine for scheduler tests: logits depend only on each slot's own tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class FakeEngine:
+    """Implements the scheduler's Engine protocol and records every call."""
+
+    def __init__(self, vocab_size: int, max_slots: int, fail_on_decode: bool = False) -> None:
+        self.vocab_size = vocab_size
+        self.max_slots = max_slots
+        self.tokens: dict[int, list[int]] = {}
+        self.free = list(range(max_slots))
+        self.prefill_calls: list[tuple[int, int]] = []  # (slot, chunk length)
+        self.decode_calls: list[list[int]] = []  # slots of each batched decode
+        self.fail_on_decode = fail_on_decode
+
+    def allocate(self) -> int:
+        slot = self.free.pop(0)
+        self.tokens[slot] = []
+        return slot
+
+    def release(self, slot: int) -> None:
+        del self.tokens[slot]
+        self.free.append(slot)
+
+    def free_slots(self) -> int:
+        return len(self.free)
+
+    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        self.prefill_calls.append((slot, len(token_ids)))
+        self.tokens[slot].extend(token_ids)
+        return self._logits(slot)
+
+    def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
+        if self.fail_on_decode:
+            raise RuntimeError("boom")
+        self.decode_calls.append(list(slots))
+        for slot, token in zip(slots, token_ids, strict=True):
+            self.tokens[slot].append(token)
+        return np.stack([self._logits(slot) for slot in slots])
+
+    def _logits(self, slot: int) -> np.ndarray:
+        seq = self.tokens[slot]
+        seed = (sum(seq) * 1_000_003 + len(seq)) % (2**32)
+        return np.random.default_rng(seed).standard_normal(self.vocab_size).astype(np.float32)

@@ -1,0 +1,100 @@
+"""One request's decoding state: deltas, stop sequences, eos and logprobs, without a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from mlserver_streaming.text.generation import Generation
+from mlserver_streaming.text.params import GenerationParams
+from mlserver_streaming.text.stopping import FinishReason
+
+TOKENIZER = Path(__file__).parents[1] / "model-repo" / "shakespeare" / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.from_file(str(TOKENIZER))
+
+
+def one_hot(token: int, vocab: int) -> np.ndarray:
+    logits = np.zeros(vocab, dtype=np.float32)
+    logits[token] = 10.0
+    return logits
+
+
+def feed(generation: Generation, tokens: list[int], vocab: int):
+    deltas = []
+    for token in tokens:
+        delta = generation.advance(one_hot(token, vocab))
+        if delta is not None:
+            deltas.append(delta)
+            if delta.finish_reason is not None:
+                break
+    return deltas
+
+
+def greedy(max_tokens=50, **kw) -> GenerationParams:
+    return GenerationParams(max_tokens=max_tokens, temperature=0, **kw)
+
+
+def test_deltas_rebuild_the_decoded_text_and_length_finishes(tokenizer):
+    ids = tokenizer.encode("To be, or not to be: that is the question.").ids
+    generation = Generation([1], greedy(max_tokens=len(ids)), tokenizer, eos_token_id=0)
+    deltas = feed(generation, ids, tokenizer.get_vocab_size())
+    assert "".join(d.text for d in deltas) == tokenizer.decode(ids)
+    assert [t for d in deltas for t in d.token_ids] == ids
+    assert deltas[-1].finish_reason is FinishReason.LENGTH
+    assert generation.completion_tokens == len(ids)
+
+
+def test_eos_finishes_without_emitting_its_text(tokenizer):
+    ids = tokenizer.encode("Good night").ids
+    generation = Generation([1], greedy(), tokenizer, eos_token_id=0)
+    deltas = feed(generation, [*ids, 0, 5, 6], tokenizer.get_vocab_size())
+    assert "".join(d.text for d in deltas) == "Good night"
+    assert deltas[-1].finish_reason is FinishReason.EOS
+    assert deltas[-1].token_ids[-1] == 0
+    assert generation.completion_tokens == len(ids) + 1
+
+
+def test_stop_sequence_spanning_tokens_is_matched_and_not_emitted(tokenizer):
+    text = "Speak, HAMLET: I will."
+    ids = tokenizer.encode(text).ids
+    generation = Generation([1], greedy(stop=("HAMLET:",)), tokenizer, eos_token_id=0)
+    deltas = feed(generation, ids, tokenizer.get_vocab_size())
+    assert "".join(d.text for d in deltas) == "Speak, "
+    assert deltas[-1].finish_reason is FinishReason.STOP
+
+
+def test_multibyte_text_is_never_split(tokenizer):
+    text = "Ça, 東京 and 🎭 too"
+    ids = tokenizer.encode(text).ids
+    assert len(ids) > len(text.split())  # the CJK and emoji take several byte tokens
+    generation = Generation([1], greedy(max_tokens=len(ids)), tokenizer, eos_token_id=0)
+    deltas = feed(generation, ids, tokenizer.get_vocab_size())
+    assert all("\ufffd" not in d.text for d in deltas)
+    assert "".join(d.text for d in deltas) == text
+
+
+def test_logprobs_are_collected_per_token(tokenizer):
+    ids = tokenizer.encode("Hark").ids
+    generation = Generation([1], greedy(max_tokens=len(ids), logprobs=2), tokenizer, 0)
+    deltas = feed(generation, ids, tokenizer.get_vocab_size())
+    logprobs = [lp for d in deltas for lp in d.logprobs]
+    tops = [t for d in deltas for t in d.top_logprobs]
+    assert len(logprobs) == len(tops) == len(ids)
+    assert all(lp < 0 for lp in logprobs) and all(len(t) == 2 for t in tops)
+    assert [t[0][0] for t in tops] == ids  # the one-hot winner is the most likely
+
+
+def test_finish_flushes_held_back_text(tokenizer):
+    ids = tokenizer.encode("Alas, poor Yor").ids
+    generation = Generation([1], greedy(stop=("Yorick!",)), tokenizer, eos_token_id=0)
+    deltas = feed(generation, ids, tokenizer.get_vocab_size())
+    assert "".join(d.text for d in deltas) == "Alas, poor "  # "Yor" may start the stop
+    last = generation.finish(FinishReason.CANCELLED)
+    assert last.text == "Yor" and last.finish_reason is FinishReason.CANCELLED
