@@ -7,11 +7,16 @@ engine thread records directly.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
+import prometheus_client
 from mlserver.metrics import REGISTRY
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 PREFIX = "mlserver_streaming:"
 LABELS = ("model_name", "model_version")
@@ -34,6 +39,27 @@ _REQUEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
 
 
+class _RegistryBridge(Collector):
+    """Collects MLServer's registry into prometheus_client's default one.
+
+    With `parallel_workers: 0` (which streaming needs) MLServer's /metrics endpoint serves
+    only the default registry, so metrics registered through MLServer's would not show.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+_BRIDGE = _RegistryBridge()
+
+
+def expose_mlserver_registry() -> None:
+    """Make MLServer's registry visible on its metrics endpoint (idempotent)."""
+    with contextlib.suppress(ValueError):  # already registered
+        if _BRIDGE not in prometheus_client.REGISTRY._collector_to_names:
+            prometheus_client.REGISTRY.register(_BRIDGE)
+
+
 def _get_or_create(cls: type[MetricT], name: str, doc: str, **kwargs: Any) -> MetricT:
     # Several models (and reloads) share one registry: reuse a collector once registered.
     lookup = name.removesuffix("_total")
@@ -47,6 +73,7 @@ class GenerationMetrics:
     """The metric children of one model (name + version)."""
 
     def __init__(self, model_name: str, model_version: str | None) -> None:
+        expose_mlserver_registry()
         labels = {"model_name": model_name, "model_version": model_version or ""}
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:

@@ -17,10 +17,12 @@ TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
 
 def params_of(response: InferenceResponse | dict[str, Any]) -> dict[str, Any]:
-    """The parameters of an event, from a parsed response or raw JSON."""
+    """The model's parameters of an event (without MLServer's headers), from types or JSON."""
     if isinstance(response, dict):
-        return response.get("parameters") or {}
-    return response.parameters.model_dump(exclude_none=True) if response.parameters else {}
+        params = response.get("parameters") or {}
+    else:
+        params = response.parameters.model_dump(exclude_none=True) if response.parameters else {}
+    return {k: v for k, v in params.items() if k not in ("headers", "content_type")}
 
 
 async def sse_events(base_url: str, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,3 +72,14 @@ async def grpc_infer(target: str, request: Any, timeout: float = 60.0) -> Infere
     async with grpc.aio.insecure_channel(target) as channel:
         stub = dataplane.GRPCInferenceServiceStub(channel)
         return from_grpc(await stub.ModelInfer(request, timeout=timeout))
+
+
+async def metric(server, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's samples whose labels include `labels`."""
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        text = (await client.get(server.metrics_url)).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from .server import Server, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_REPO = ROOT / "model-repo"
+# E2E_MODEL_REPO serves another repo laid out like model-repo (e.g. while a model retrains).
+MODEL_REPO = Path(os.environ.get("E2E_MODEL_REPO", ROOT / "model-repo"))
 
 
 def served_model_names(repo: Path) -> list[str]:
