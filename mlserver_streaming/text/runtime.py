@@ -117,7 +117,11 @@ class TextGenerator(MLModel):
         finished = False
         try:
             while not finished:
-                delta = await queue.get()
+                # Under load several deltas may wait: send them as one event, not a backlog.
+                pending = [await queue.get()]
+                while pending[-1].finish_reason is None and not queue.empty():
+                    pending.append(queue.get_nowait())
+                delta = pending[0] if len(pending) == 1 else merge(pending)
                 finished = delta.finish_reason is not None
                 yield delta
         finally:

@@ -1,0 +1,59 @@
+"""Shared pieces of the benchmark scripts: a served model-repo, percentiles, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+MODEL_REPO = ROOT / "model-repo"
+
+sys.path.insert(0, str(ROOT))
+from tests.e2e.server import Server, running_server  # noqa: E402
+
+
+@contextmanager
+def served(models: Sequence[str], repo: Path = MODEL_REPO) -> Iterator[Server]:
+    """`mlserver start` on free 127.0.0.1 ports for the duration of a benchmark."""
+    with tempfile.TemporaryDirectory() as logs, running_server(repo, models, Path(logs)) as srv:
+        yield srv
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100) by linear interpolation; nan for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, nan for no values."""
+    return statistics.median(values) if values else float("nan")
+
+
+def machine() -> dict[str, object]:
+    """Where the numbers come from."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def write_results(name: str, results: dict[str, object]) -> Path:
+    """Save a benchmark's results as JSON under benchmarks/results/."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **results}, indent=2))
+    return path

@@ -1,0 +1,285 @@
+"""Load generator for streamed text generation over REST SSE and gRPC.
+
+For each concurrency level N, N workers each stream `--requests` completions back to back
+(closed loop) against a real `mlserver start model-repo`, and it reports aggregate
+tokens/s, time to first token and inter-token latency (p50/p99), errors and hung streams.
+With --transformers it also runs transformers' continuous batching
+(`model.init_continuous_batching()`) on the same checkpoint, in-process.
+
+    python benchmarks/load_text.py                       # 1,4,16,32,64 streams, REST and gRPC
+    python benchmarks/load_text.py --levels 1 32 --transformers
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+
+import grpc
+import httpx
+import mlserver.grpc.dataplane_pb2_grpc as dataplane
+from common import MODEL_REPO, median, percentile, served, write_results
+from httpx_sse import aconnect_sse
+
+PROMPTS = [
+    "ROMEO:\n",
+    "JULIET:\nO Romeo, Romeo!",
+    "KING LEAR:\nBlow, winds,",
+    "HAMLET:\nTo be, or not to be:",
+    "First Citizen:\nBefore we proceed any further, hear me speak.",
+    "MACBETH:\nIs this a dagger which I see before me,",
+]
+
+
+@dataclass
+class StreamStats:
+    """What one streamed request saw on the client side."""
+
+    tokens: int = 0
+    ttft: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    error: str | None = None
+    hung: bool = False
+
+
+def body(i: int, max_tokens: int) -> dict:
+    """Request i: a varied prompt, sampled, seeded, fixed length (no stop sequences)."""
+    prompt = PROMPTS[i % len(PROMPTS)]
+    return {
+        "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
+        "parameters": {"max_tokens": max_tokens, "temperature": 0.8, "seed": i},
+    }
+
+
+class Recorder:
+    """Turns event arrivals into TTFT, per-token gaps and counts."""
+
+    def __init__(self) -> None:
+        self.stats = StreamStats()
+        self.start = time.perf_counter()
+        self.last = self.start
+
+    def on_event(self, n_tokens: int, final: dict | None) -> None:
+        now = time.perf_counter()
+        if n_tokens:
+            if self.stats.ttft is None:
+                self.stats.ttft = now - self.start
+            else:
+                self.stats.gaps.extend([(now - self.last) / n_tokens] * n_tokens)
+            self.last = now
+            self.stats.tokens += n_tokens
+        if final is not None and final.get("finish_reason") == "error":
+            self.stats.error = str(final.get("error"))
+
+
+async def rest_stream(client: httpx.AsyncClient, url: str, request: dict) -> StreamStats:
+    """One REST SSE stream."""
+    rec = Recorder()
+    async with aconnect_sse(client, "POST", url, json=request) as source:
+        async for sse in source.aiter_sse():
+            event = json.loads(sse.data)
+            ids = next(o for o in event["outputs"] if o["name"] == "token_ids")["data"]
+            params = event.get("parameters") or {}
+            rec.on_event(len(ids), params if params.get("final") else None)
+    return rec.stats
+
+
+def grpc_request(request: dict):
+    """The same request as a gRPC ModelInferRequest (floats as strings)."""
+    import mlserver.grpc.dataplane_pb2 as pb
+
+    msg = pb.ModelInferRequest(model_name="shakespeare")
+    tensor = msg.inputs.add(name="prompt", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(request["inputs"][0]["data"][0].encode())
+    for key, value in request["parameters"].items():
+        if isinstance(value, int):
+            msg.parameters[key].int64_param = value
+        else:
+            msg.parameters[key].string_param = str(value)
+    return msg
+
+
+async def grpc_stream_one(stub, request: dict) -> StreamStats:
+    """One gRPC ModelStreamInfer call with a single request."""
+    rec = Recorder()
+
+    async def requests():
+        yield grpc_request(request)
+
+    async for response in stub.ModelStreamInfer(requests()):
+        ids = next(o for o in response.outputs if o.name == "token_ids")
+        params = {
+            k: getattr(v, v.WhichOneof("parameter_choice")) for k, v in response.parameters.items()
+        }
+        rec.on_event(len(ids.contents.int64_contents), params if params.get("final") else None)
+    return rec.stats
+
+
+async def guarded(coro, timeout: float) -> StreamStats:
+    """A stream that errors or hangs is recorded as such, never raised."""
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except TimeoutError:
+        return StreamStats(hung=True)
+    except Exception as err:  # noqa: BLE001
+        return StreamStats(error=f"{type(err).__name__}: {err}")
+
+
+async def run_level(
+    server, transport: str, n: int, requests: int, max_tokens: int, timeout: float
+) -> dict:
+    """N closed-loop workers, each streaming `requests` completions in a row."""
+    limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
+    url = f"{server.http_url}/v2/models/shakespeare/generate_stream"
+    async with (
+        httpx.AsyncClient(timeout=timeout, limits=limits) as client,
+        grpc.aio.insecure_channel(server.grpc_target) as channel,
+    ):
+        stub = dataplane.GRPCInferenceServiceStub(channel)
+
+        async def worker(w: int) -> list[StreamStats]:
+            out = []
+            for r in range(requests):
+                req = body(w * requests + r, max_tokens)
+                if transport == "rest":
+                    out.append(await guarded(rest_stream(client, url, req), timeout))
+                else:
+                    out.append(await guarded(grpc_stream_one(stub, req), timeout))
+            return out
+
+        start = time.perf_counter()
+        results = [s for ws in await asyncio.gather(*(worker(w) for w in range(n))) for s in ws]
+        wall = time.perf_counter() - start
+    return summarize(transport, n, results, wall)
+
+
+def summarize(transport: str, n: int, results: list[StreamStats], wall: float) -> dict:
+    """One row of the results table."""
+    ttfts = [s.ttft for s in results if s.ttft is not None]
+    gaps = [g for s in results for g in s.gaps]
+    tokens = sum(s.tokens for s in results)
+    return {
+        "transport": transport,
+        "streams": n,
+        "requests": len(results),
+        "tokens": tokens,
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(tokens / wall, 1),
+        "ttft_p50_ms": round(percentile(ttfts, 50) * 1e3, 1),
+        "ttft_p99_ms": round(percentile(ttfts, 99) * 1e3, 1),
+        "itl_p50_ms": round(percentile(gaps, 50) * 1e3, 2),
+        "itl_p99_ms": round(percentile(gaps, 99) * 1e3, 2),
+        "errors": sum(1 for s in results if s.error),
+        "hung": sum(1 for s in results if s.hung),
+    }
+
+
+def transformers_cb(n: int, requests: int, max_tokens: int) -> dict:
+    """transformers' continuous batching on the same checkpoint, in-process (no network)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import GenerationConfig, GPT2LMHeadModel
+
+    folder = MODEL_REPO / "shakespeare"
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32).eval()
+    config = GenerationConfig(
+        max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0
+    )
+    manager = model.init_continuous_batching(generation_config=config)
+    manager.start()
+    try:
+        prompts = [tokenizer.encode(PROMPTS[i % len(PROMPTS)]).ids for i in range(n * requests)]
+        manager.add_requests(prompts[: min(n, len(prompts))], max_new_tokens=max_tokens)  # warm-up
+        _drain(manager, min(n, len(prompts)))
+        start = time.perf_counter()
+        ids = manager.add_requests(prompts, max_new_tokens=max_tokens, record_timestamps=True)
+        outputs = _drain(manager, len(ids))
+        wall = time.perf_counter() - start
+    finally:
+        manager.stop(block=True)
+    tokens = sum(len(o.generated_tokens) for o in outputs)
+    ttfts = [o.timestamps[0] - o.created_time for o in outputs if o.timestamps]
+    return {
+        "transport": "transformers-cb",
+        "streams": n,
+        "requests": len(outputs),
+        "tokens": tokens,
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(tokens / wall, 1),
+        "ttft_p50_ms": round(median(ttfts) * 1e3, 1),
+        "errors": sum(1 for o in outputs if o.error),
+        "hung": len(ids) - len(outputs),
+    }
+
+
+def _drain(manager, count: int, timeout: float = 600) -> list:
+    done, deadline = [], time.monotonic() + timeout
+    while len(done) < count and time.monotonic() < deadline:
+        result = manager.get_result(timeout=1)
+        if result is not None and result.is_finished():
+            done.append(result)
+    return done
+
+
+def markdown(rows: list[dict]) -> str:
+    """The results table for benchmarks/README.md."""
+    cols = [
+        "transport",
+        "streams",
+        "requests",
+        "tokens_per_s",
+        "ttft_p50_ms",
+        "ttft_p99_ms",
+        "itl_p50_ms",
+        "itl_p99_ms",
+        "errors",
+        "hung",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+async def serve_and_load(args) -> list[dict]:
+    rows = []
+    with served(["shakespeare"], args.repo) as server:
+        for transport in args.transports:
+            for n in args.levels:
+                row = await run_level(
+                    server, transport, n, args.requests, args.max_tokens, args.timeout
+                )
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 32, 64])
+    parser.add_argument("--transports", nargs="+", default=["rest", "grpc"])
+    parser.add_argument("--requests", type=int, default=3, help="per worker, back to back")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=120.0, help="a stream past it is hung")
+    parser.add_argument("--transformers", action="store_true", help="also run transformers CB")
+    parser.add_argument("--repo", type=Path, default=MODEL_REPO, help="model repository to serve")
+    args = parser.parse_args()
+
+    rows = asyncio.run(serve_and_load(args))
+    if args.transformers:
+        for n in (1, 32):
+            if n in args.levels:
+                row = transformers_cb(n, args.requests, args.max_tokens)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    print(markdown(rows))
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    print("wrote", write_results("load_text", {"args": settings, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
