@@ -73,7 +73,8 @@ async def main() -> None:
             sys.stdout.flush()
             stats = final_stats(response)
             if stats:
-                print(f"\n-- { {k: v for k, v in stats.items() if k != 'final'} }")
+                keys = ("finish_reason", "prompt_tokens", "completion_tokens", "seed", "error")
+                print(f"\n-- { {k: stats[k] for k in keys if k in stats} }")
 
 
 if __name__ == "__main__":
