@@ -9,11 +9,11 @@ str because gRPC's `InferParameter` silently drops anything else.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceResponse, Parameters, ResponseOutput
+from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 
 logger = logging.getLogger(__name__)
 
@@ -111,3 +111,15 @@ async def ending_with_error_event(
         if not isinstance(err, MLServerError):
             logger.exception("stream of model %s failed", model.name)
         yield error_event(model, err, outputs, **params)
+
+
+async def each_request(
+    payloads: AsyncIterator[InferenceRequest],
+    stream_one: Callable[[InferenceRequest, int], AsyncIterator[InferenceResponse]],
+) -> AsyncIterator[InferenceResponse]:
+    """The events of every request of a stream in turn; `stream_one` gets its request_index."""
+    index = 0
+    async for payload in payloads:
+        async for item in stream_one(payload, index):
+            yield item
+        index += 1

@@ -61,7 +61,9 @@ class TextGenerator(MLModel):
         return True
 
     async def unload(self) -> bool:
-        await asyncio.to_thread(self._scheduler.stop)
+        scheduler = getattr(self, "_scheduler", None)  # None when load failed part-way
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:

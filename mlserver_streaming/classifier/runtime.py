@@ -1,0 +1,156 @@
+"""The streaming classifier runtime: any joblib-saved scikit-learn classifier over V2.
+
+`predict` answers a batch at once; `predict_stream` answers it in chunks of
+`chunk_size` rows as they are scored, and on a gRPC bidi stream answers each request as
+soon as it is done, in order. Both score in chunks on the model's scoring thread, through
+the micro-batcher unless batching is off, one chunk ahead of the one being sent: the
+event loop stays free and concurrent callers share estimator calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import joblib
+import numpy as np
+from mlserver import MLModel
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+from mlserver.utils import get_model_uri
+
+from ..errors import InvalidSettings
+from ..events import (
+    REQUEST_INDEX,
+    ParamValue,
+    each_request,
+    ending_with_error_event,
+    event,
+    final_event,
+)
+from ..settings import parse_extra
+from .batcher import MicroBatcher
+from .features import ClassifyRequest, parse_request
+from .metadata import input_metadata, output_metadata, reconcile
+from .outputs import encode_scores
+from .scoring import Schema, Scorer, Scores, ScoringThread
+from .settings import ClassifierSettings
+
+MODEL_FILENAME = "model.joblib"
+# Event parameters (all int, so gRPC carries them).
+PARAM_OFFSET = "offset"
+PARAM_ROWS_DONE = "rows_done"
+PARAM_ROWS_TOTAL = "rows_total"
+FINISH_COMPLETE = "complete"
+
+
+class StreamingClassifier(MLModel):
+    """Serves `predict` (+ `predict_proba`) of a joblib-saved scikit-learn classifier."""
+
+    async def load(self) -> bool:
+        self._config = parse_extra(self.settings, ClassifierSettings)
+        path = await get_model_uri(self.settings, wellknown_filenames=[MODEL_FILENAME])
+        estimator = await asyncio.to_thread(joblib.load, path)
+        source = f"model {self.name!r} ({path})"
+        self._schema = schema = Schema.of(estimator, source=source)
+        self._thread = ScoringThread(Scorer(estimator, schema), self._config.estimator_threads)
+        try:  # fail the load, not the first request
+            await self._thread(np.zeros((1, schema.n_features)))
+        except Exception as err:
+            raise InvalidSettings(f"{source}: scoring one row of zeros failed: {err!r}") from err
+        self.inputs = reconcile(self.settings.inputs, input_metadata(schema), source)
+        self.outputs = reconcile(self.settings.outputs, output_metadata(schema), source)
+        self._batcher: MicroBatcher[Scores] | None = None
+        if self._config.batching:
+            self._batcher = MicroBatcher(
+                self._thread, self._config.max_batch_size, self._config.max_batch_time_ms / 1000
+            )
+            self._batcher.start()
+        return True
+
+    async def unload(self) -> bool:
+        batcher = getattr(self, "_batcher", None)
+        if batcher is not None:
+            await batcher.stop()
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.close()
+        return True
+
+    @property
+    def schema(self) -> Schema:
+        """Feature count and class order of the loaded estimator."""
+        return self._schema
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        request = parse_request(payload, self.schema, self._config)
+        parts = [scores async for _, scores in self._scored_chunks(request)]
+        total = len(request.rows)
+        return chunk_event(
+            self, encode_scores(Scores.concat(parts), request.outputs), 0, total, total
+        )
+
+    def predict_stream(
+        self, payloads: AsyncIterator[InferenceRequest]
+    ) -> AsyncIterator[InferenceResponse]:
+        return each_request(payloads, self.stream_request)
+
+    def stream_request(
+        self, payload: InferenceRequest, index: int = 0
+    ) -> AsyncIterator[InferenceResponse]:
+        """The events of one request of a stream; errors become its final event."""
+        events = self._stream_chunks(payload, index)
+        return ending_with_error_event(self, events, (), **{REQUEST_INDEX: index})
+
+    async def _stream_chunks(
+        self, payload: InferenceRequest, index: int
+    ) -> AsyncIterator[InferenceResponse]:
+        request = parse_request(payload, self.schema, self._config)
+        total = len(request.rows)
+        async for offset, scores in self._scored_chunks(request):
+            outputs = encode_scores(scores, request.outputs)
+            yield chunk_event(self, outputs, offset, len(scores), total, **{REQUEST_INDEX: index})
+
+    async def _scored_chunks(self, request: ClassifyRequest) -> AsyncIterator[tuple[int, Scores]]:
+        """(offset, scores) per chunk; the next chunk is scored while this one is sent."""
+        rows, size = request.rows, request.chunk_size
+        ahead = asyncio.ensure_future(self._score(rows[:size]))
+        try:
+            for offset in range(0, len(rows), size):
+                current, following = ahead, rows[offset + size : offset + 2 * size]
+                if len(following):
+                    ahead = asyncio.ensure_future(self._score(following))
+                yield offset, await current
+        finally:
+            _discard(ahead)
+
+    async def _score(self, rows: np.ndarray) -> Scores:
+        if self._batcher is not None:
+            return await self._batcher.submit(rows)
+        return await self._thread(rows)
+
+
+def _discard(task: asyncio.Task) -> None:
+    """Cancel a look-ahead nobody will read, without "exception never retrieved" noise."""
+    task.cancel()
+    if task.done() and not task.cancelled():
+        task.exception()
+
+
+def chunk_event(
+    model: MLModel,
+    outputs: Sequence[ResponseOutput],
+    offset: int,
+    rows: int,
+    total: int,
+    **params: ParamValue,
+) -> InferenceResponse:
+    """One chunk's event; the chunk that completes the request is its final event."""
+    progress: dict[str, ParamValue] = {
+        PARAM_OFFSET: offset,
+        PARAM_ROWS_DONE: offset + rows,
+        PARAM_ROWS_TOTAL: total,
+        **params,
+    }
+    if offset + rows == total:
+        return final_event(model, FINISH_COMPLETE, outputs, **progress)
+    return event(model, outputs, **progress)
