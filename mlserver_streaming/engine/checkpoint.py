@@ -123,9 +123,7 @@ def _to_float32(name: str, dtype: str, data: bytearray) -> np.ndarray:
     if dtype not in _DTYPES:
         allowed = sorted([*_DTYPES, "BF16"])
         raise CheckpointError(f"tensor {name} has dtype {dtype}; supported: {allowed}.")
-    return np.frombuffer(data, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<")).astype(
-        np.float32
-    )
+    return np.frombuffer(data, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<")).astype(np.float32)
 
 
 def _check(tensors: dict[str, np.ndarray], config: GPT2Config, path: Path) -> None:

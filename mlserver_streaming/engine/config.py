@@ -72,9 +72,7 @@ def _token_id(value: Any) -> int | None:
 def _check_supported(raw: dict[str, Any], path: Path) -> None:
     model_type = raw.get("model_type")
     if model_type != "gpt2":
-        raise UnsupportedModelError(
-            f"{path}: model_type must be 'gpt2', got {model_type!r}."
-        )
+        raise UnsupportedModelError(f"{path}: model_type must be 'gpt2', got {model_type!r}.")
     activation = raw.get("activation_function", "gelu_new")
     if activation not in SUPPORTED_ACTIVATIONS:
         raise UnsupportedModelError(
@@ -93,6 +91,4 @@ def _check_supported(raw: dict[str, Any], path: Path) -> None:
         ("add_cross_attention", False),
     ):
         if raw.get(flag, wanted) != wanted:
-            raise UnsupportedModelError(
-                f"{path}: {flag} must be {wanted}, got {raw[flag]!r}."
-            )
+            raise UnsupportedModelError(f"{path}: {flag} must be {wanted}, got {raw[flag]!r}.")

@@ -224,7 +224,9 @@ async def test_a_big_batch_streams_early_and_leaves_the_server_responsive(server
                         await _timed(client.post(f"/v2/models/{MODEL}/infer", json=REQUEST))
                     )
     assert len(arrivals) == 50
-    assert arrivals[0] < 0.6 * arrivals[-1], arrivals  # not everything computed first
+    # Computing everything first would put the first event next to the last (request upload
+    # and parsing come before both, so the bound leaves room for them).
+    assert arrivals[0] < 0.75 * arrivals[-1], arrivals
     assert all(status == 200 for status, _ in side)
     assert max(seconds for _, seconds in side) < 0.5, side
 

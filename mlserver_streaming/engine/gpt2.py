@@ -1,0 +1,240 @@
+"""GPT-2 forward pass in numpy: chunked prefill and batched decode over a slotted KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .checkpoint import BlockWeights, GPT2Weights, load_weights
+from .config import CONFIG_FILE, GPT2Config
+from .kv_cache import KVCache
+
+F32 = np.float32
+# Every hot-path constant is a float32 scalar: a float64 one silently promotes whole arrays.
+_GELU_C = F32(np.sqrt(2.0 / np.pi))
+_GELU_CA = F32(np.sqrt(2.0 / np.pi) * 0.044715)
+_NEG_INF = F32(-np.inf)
+_ZERO = F32(0.0)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A block's weights pre-folded so the hot path does fewer, larger operations."""
+
+    attn_w: np.ndarray  # [C, 3C], ln_1 affine folded in, q columns scaled by 1/sqrt(head_dim)
+    attn_b: np.ndarray  # [3C]
+    proj_w: np.ndarray  # [C, C]
+    proj_b: np.ndarray  # [C]
+    fc_w: np.ndarray  # [C, 4C], ln_2 affine folded in
+    fc_b: np.ndarray  # [4C]
+    mlp_w: np.ndarray  # [4C, C], the 0.5 of gelu folded in
+    mlp_b: np.ndarray  # [C]
+
+
+class _Step(NamedTuple):
+    """Where one forward's new tokens sit in the cache; computed once, used by every layer."""
+
+    positions: np.ndarray  # [B, T] position of each new token
+    write_at: tuple[np.ndarray, slice, np.ndarray]  # cache index of each new token's key/value
+    rows: slice | np.ndarray  # the batch's slots along the cache's slot axis
+    kv_len: int  # keys to attend over: the longest sequence after this step
+    mask: np.ndarray | None  # additive [B, 1, T, K]: -inf on future/absent keys; None if none
+
+
+def _fold_layer_norm(
+    gain: np.ndarray, bias: np.ndarray, w: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    # (xhat * g + beta) @ W + b == xhat @ (g[:, None] * W) + (beta @ W + b); done in float64.
+    w64, b64 = w.astype(np.float64), b.astype(np.float64)
+    return gain.astype(np.float64)[:, None] * w64, bias.astype(np.float64) @ w64 + b64
+
+
+def _fold_block(blk: BlockWeights, head_dim: int) -> _Block:
+    attn_w, attn_b = _fold_layer_norm(
+        blk.ln_1_weight, blk.ln_1_bias, blk.attn_weight, blk.attn_bias
+    )
+    c = attn_w.shape[0]
+    attn_w[:, :c] *= head_dim**-0.5
+    attn_b[:c] *= head_dim**-0.5
+    fc_w, fc_b = _fold_layer_norm(blk.ln_2_weight, blk.ln_2_bias, blk.fc_weight, blk.fc_bias)
+    arrays = [attn_w, attn_b, blk.attn_proj_weight, blk.attn_proj_bias, fc_w, fc_b]
+    arrays += [0.5 * blk.mlp_proj_weight, blk.mlp_proj_bias]
+    return _Block(*(np.ascontiguousarray(a, dtype=F32) for a in arrays))
+
+
+def _normalize(x: np.ndarray, avg: np.ndarray, eps: np.float32) -> np.ndarray:
+    """LayerNorm without the affine part (that is folded into the next matmul). Means are
+    matmuls with ``avg`` = [C, 1] of 1/C: several times cheaper than ``ndarray.mean``."""
+    xc = x - x @ avg
+    var = np.square(xc) @ avg
+    var += eps
+    np.sqrt(var, out=var)
+    xc /= var
+    return xc
+
+
+def _gelu_times_two(h: np.ndarray) -> np.ndarray:
+    """2 * gelu_new(h), in place: x * (1 + tanh(c * (x + a x^3))); the 0.5 lives in mlp_w."""
+    t = np.square(h)
+    t *= _GELU_CA
+    t += _GELU_C
+    t *= h
+    np.tanh(t, out=t)
+    t += F32(1.0)
+    h *= t
+    return h
+
+
+class GPT2Engine:
+    """A GPT-2 causal LM over a slotted KV cache: ``prefill`` appends a prompt (in chunks if
+    wished) to one slot, ``decode`` advances many slots by one token in a single forward."""
+
+    def __init__(
+        self,
+        config: GPT2Config,
+        weights: GPT2Weights,
+        max_slots: int = 8,
+        max_seq_len: int | None = None,
+    ) -> None:
+        max_seq_len = config.n_positions if max_seq_len is None else max_seq_len
+        if not 1 <= max_seq_len <= config.n_positions:
+            raise ValueError(
+                f"max_seq_len must be in [1, n_positions={config.n_positions}], got {max_seq_len}."
+            )
+        if max_slots < 1:
+            raise ValueError(f"max_slots must be >= 1, got {max_slots}.")
+        self.config = config
+        self.max_slots = max_slots
+        self.max_seq_len = max_seq_len
+        self._eps = F32(config.layer_norm_epsilon)
+        self._avg = np.full((config.n_embd, 1), 1.0 / config.n_embd, dtype=F32)
+        self._wte = np.ascontiguousarray(weights.wte, dtype=F32)
+        self._wpe = np.ascontiguousarray(weights.wpe[:max_seq_len], dtype=F32)
+        self._blocks = [_fold_block(b, config.head_dim) for b in weights.blocks]
+        self._ln_f_w = np.ascontiguousarray(weights.ln_f_weight, dtype=F32)
+        self._ln_f_b = np.ascontiguousarray(weights.ln_f_bias, dtype=F32)
+        # Used as lm_head.T: a transposed view, so a tied head costs no extra memory.
+        self._lm_head_t = np.ascontiguousarray(weights.lm_head, dtype=F32).T
+        self._arange = np.arange(max_seq_len, dtype=np.intp)
+        self._cache = KVCache(
+            config.n_layer, max_slots, config.n_head, max_seq_len, config.head_dim
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, max_slots: int = 8, max_seq_len: int | None = None
+    ) -> GPT2Engine:
+        """Build an engine from a folder holding ``config.json`` and ``model.safetensors``."""
+        folder = Path(folder)
+        config = GPT2Config.from_json(folder / CONFIG_FILE)
+        return cls(config, load_weights(folder, config), max_slots, max_seq_len)
+
+    def allocate(self) -> int:
+        """Claim a free slot (length 0) for a new sequence; raises NoFreeSlotError when full."""
+        return self._cache.allocate()
+
+    def release(self, slot: int) -> None:
+        """Give a finished sequence's slot back; its cache length resets to 0."""
+        self._cache.release(slot)
+
+    def length(self, slot: int) -> int:
+        """Tokens cached in ``slot`` (the position the next token will take)."""
+        return self._cache.length(slot)
+
+    def free_slots(self) -> int:
+        """How many sequences can still be admitted."""
+        return self._cache.free_slots()
+
+    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        """Append ``token_ids`` to ``slot``'s cache (repeat calls = chunked prefill) and return
+        float32 logits [vocab] for the last of them."""
+        if len(token_ids) == 0:
+            raise ValueError("prefill needs at least one token id, got none.")
+        return self._step([slot], [token_ids])[0]
+
+    def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
+        """Feed one token to each slot, each at its own position, in one batched forward;
+        returns float32 logits [len(slots), vocab]."""
+        if len(slots) != len(token_ids) or len(slots) == 0:
+            raise ValueError(
+                "decode needs one token id per slot and at least one slot, got "
+                f"{len(slots)} slots and {len(token_ids)} token ids."
+            )
+        return self._step(slots, [[t] for t in token_ids])
+
+    def _step(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Validate, then run B sequences of T new tokens each and advance their lengths."""
+        tokens = np.asarray(token_ids, dtype=np.intp)  # [B, T]
+        self._cache.check_append(slots, tokens.shape[1])
+        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
+            raise ValueError(
+                f"token ids must be in [0, {self.config.vocab_size}), got min {tokens.min()} "
+                f"and max {tokens.max()}."
+            )
+        slot_ids = np.asarray(slots, dtype=np.intp)
+        if list(slots) == sorted(slots):
+            logits = self._forward(slot_ids, tokens)
+        else:
+            # In ascending order a set of slots forming a range (the usual case once allocation
+            # refills the lowest free slots) is read as a cache view instead of a gather.
+            order = np.argsort(slot_ids)
+            logits = np.empty((len(slots), self.config.vocab_size), dtype=F32)
+            logits[order] = self._forward(slot_ids[order], tokens[order])
+        self._cache.advance(slot_ids, tokens.shape[1])
+        return logits
+
+    def _forward(self, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Logits of each sequence's last new token; writes the new keys/values to the cache."""
+        step = self._plan(slots, tokens)
+        # The residual stream is kept 2-D [B*T, C]: numpy runs a 3-D @ 2-D matmul as one gemv
+        # per row, re-reading the weights B times; a 2-D matmul is a single gemm.
+        x = self._wte[tokens.ravel()]
+        x += self._wpe[step.positions.ravel()]
+        for layer, blk in enumerate(self._blocks):
+            x = self._block(layer, blk, x, step)
+        h = _normalize(x.reshape(*tokens.shape, -1)[:, -1], self._avg, self._eps)
+        h *= self._ln_f_w
+        h += self._ln_f_b
+        return h @ self._lm_head_t
+
+    def _plan(self, slots: np.ndarray, tokens: np.ndarray) -> _Step:
+        """Positions, cache indices and mask for this forward, shared by every layer."""
+        positions = self._cache.lengths[slots][:, None] + self._arange[: tokens.shape[1]]
+        kv_len = int(positions[:, -1].max()) + 1
+        mask = None
+        if int(positions.min()) < kv_len - 1:  # some query must not see some cached key
+            hidden = self._arange[:kv_len] > positions[:, None, :, None]
+            mask = np.where(hidden, _NEG_INF, _ZERO)
+        rows = KVCache.rows(slots.tolist())
+        return _Step(positions, (slots[:, None], slice(None), positions), rows, kv_len, mask)
+
+    def _block(self, layer: int, blk: _Block, x: np.ndarray, step: _Step) -> np.ndarray:
+        """One pre-LN transformer block on x [B*T, C], updated in place."""
+        (n_batch, n_tokens), width = step.positions.shape, x.shape[1]
+        qkv = _normalize(x, self._avg, self._eps) @ blk.attn_w
+        qkv += blk.attn_b
+        qkv = qkv.reshape(n_batch, n_tokens, 3, self.config.n_head, self.config.head_dim)
+        k_cache, v_cache = self._cache.k[layer], self._cache.v[layer]
+        k_cache[step.write_at] = qkv[:, :, 1]
+        v_cache[step.write_at] = qkv[:, :, 2]
+        keys = k_cache[step.rows, :, : step.kv_len]  # [B, H, K, D]: a view for a slice of rows
+        values = v_cache[step.rows, :, : step.kv_len]
+        att = qkv[:, :, 0].transpose(0, 2, 1, 3) @ keys.transpose(0, 1, 3, 2)  # [B, H, T, K]
+        if step.mask is not None:
+            att += step.mask
+        # Softmax; ufunc reductions skip ndarray.max/sum's Python-level wrappers.
+        att -= np.maximum.reduce(att, axis=-1, keepdims=True)
+        np.exp(att, out=att)
+        att /= np.add.reduce(att, axis=-1, keepdims=True)
+        y = (att @ values).transpose(0, 2, 1, 3).reshape(n_batch * n_tokens, width)
+        x += y @ blk.proj_w
+        x += blk.proj_b
+        h = _normalize(x, self._avg, self._eps) @ blk.fc_w
+        h += blk.fc_b
+        x += _gelu_times_two(h) @ blk.mlp_w
+        x += blk.mlp_b
+        return x

@@ -1,0 +1,103 @@
+"""Preallocated key/value cache with one slot per running sequence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class NoFreeSlotError(RuntimeError):
+    """Every slot is taken; the caller must wait for a sequence to finish."""
+
+
+class SlotError(ValueError):
+    """A slot id is out of range, not allocated, or repeated within one batch."""
+
+
+class SequenceTooLongError(ValueError):
+    """Appending the tokens would run past the cache's max_len."""
+
+
+class KVCache:
+    """Keys and values for up to ``n_slots`` sequences, allocated once so decoding never
+    allocates cache memory; each slot remembers how many positions it holds."""
+
+    def __init__(self, n_layer: int, n_slots: int, n_head: int, max_len: int, head_dim: int):
+        shape = (n_layer, n_slots, n_head, max_len, head_dim)
+        # np.zeros is lazily committed by the OS, so unused slots cost no resident memory,
+        # and unwritten positions stay finite (they are masked, but NaN * 0 would leak).
+        self.k = np.zeros(shape, dtype=np.float32)  # [n_layer, n_slots, n_head, max_len, head_dim]
+        self.v = np.zeros(shape, dtype=np.float32)
+        self.lengths = np.zeros(n_slots, dtype=np.intp)  # positions filled, per slot
+        self._in_use = np.zeros(n_slots, dtype=bool)
+
+    @property
+    def n_slots(self) -> int:
+        """How many sequences fit at once."""
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        """How many positions one slot holds."""
+        return self.k.shape[3]
+
+    def allocate(self) -> int:
+        """Claim the lowest free slot (keeping busy slots packed lets batches read a view)."""
+        free = np.flatnonzero(~self._in_use)
+        if free.size == 0:
+            raise NoFreeSlotError(
+                f"all {self.n_slots} KV cache slots are in use; release one before allocating."
+            )
+        slot = int(free[0])
+        self._in_use[slot] = True
+        self.lengths[slot] = 0
+        return slot
+
+    def release(self, slot: int) -> None:
+        """Free ``slot`` for the next sequence; its stale keys are simply overwritten later."""
+        self._check_allocated([slot])
+        self._in_use[slot] = False
+        self.lengths[slot] = 0
+
+    def length(self, slot: int) -> int:
+        """Positions currently cached for ``slot``."""
+        self._check_allocated([slot])
+        return int(self.lengths[slot])
+
+    def free_slots(self) -> int:
+        """How many more sequences can be allocated right now."""
+        return self.n_slots - int(self._in_use.sum())
+
+    def check_append(self, slots: Sequence[int], n_new: int) -> None:
+        """Fail before any work if ``slots`` are not distinct allocated slots with room for
+        ``n_new`` more positions each."""
+        self._check_allocated(slots)
+        if len(set(slots)) != len(slots):
+            raise SlotError(f"slots in one batch must be distinct, got {list(slots)}.")
+        for slot in slots:
+            if self.lengths[slot] + n_new > self.max_len:
+                raise SequenceTooLongError(
+                    f"slot {slot} holds {self.lengths[slot]} tokens; adding {n_new} would make "
+                    f"{self.lengths[slot] + n_new}, above max_seq_len={self.max_len}."
+                )
+
+    def advance(self, slots: np.ndarray, n_new: int) -> None:
+        """Record that ``n_new`` positions were written to each of ``slots``."""
+        self.lengths[slots] += n_new
+
+    @staticmethod
+    def rows(slots: Sequence[int]) -> slice | np.ndarray:
+        """Index for ``slots`` along the slot axis: a slice when they are consecutive and
+        ascending (numpy returns a view, no copy), otherwise an index array (a gather)."""
+        first = slots[0]
+        if list(slots) == list(range(first, first + len(slots))):
+            return slice(first, first + len(slots))
+        return np.asarray(slots, dtype=np.intp)
+
+    def _check_allocated(self, slots: Sequence[int]) -> None:
+        for slot in slots:
+            if not 0 <= slot < self.n_slots:
+                raise SlotError(f"slot must be in [0, {self.n_slots}), got {slot}.")
+            if not self._in_use[slot]:
+                raise SlotError(f"slot {slot} is not allocated; call allocate() first.")
