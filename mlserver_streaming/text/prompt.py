@@ -22,9 +22,13 @@ class PromptLimits:
 
     max_prompt_tokens: int
     max_total_tokens: int
+    bos_token_id: int | None = None
+    """Put in front of every prompt when set (counts as a prompt token)."""
 
     @classmethod
-    def from_settings(cls, settings: TextGenerationSettings, context: int) -> PromptLimits:
+    def from_settings(
+        cls, settings: TextGenerationSettings, context: int, bos_token_id: int | None = None
+    ) -> PromptLimits:
         """Defaults fill the context window; explicit settings may only shrink it."""
         total = settings.max_total_tokens or context
         prompt = settings.max_prompt_tokens or total - 1
@@ -36,7 +40,7 @@ class PromptLimits:
             raise InvalidSettings(
                 f"max_prompt_tokens must be < max_total_tokens ({total}), got {prompt}."
             )
-        return cls(prompt, total)
+        return cls(prompt, total, bos_token_id)
 
     def fit(self, params: GenerationParams, prompt_tokens: int, explicit: bool) -> GenerationParams:
         """Keep prompt + max_tokens inside max_total_tokens.
@@ -65,6 +69,8 @@ def decode_prompt(request: InferenceRequest) -> str:
 def encode_prompt(tokenizer: Tokenizer, prompt: str, limits: PromptLimits) -> list[int]:
     """Token ids of the prompt, or an error when it is longer than the model accepts."""
     ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+    if limits.bos_token_id is not None:
+        ids = [limits.bos_token_id, *ids]
     if not ids:
         raise InvalidInput(f"input {INPUT_PROMPT!r} encodes to no tokens.")
     if len(ids) > limits.max_prompt_tokens:

@@ -8,6 +8,7 @@ MLServer's streams, and turns them into V2 events that follow the stream contrac
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
+from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 from ..engine import GPT2Engine
@@ -40,12 +42,16 @@ class TextGenerator(MLModel):
 
     async def load(self) -> bool:
         self._config = parse_extra(self.settings, TextGenerationSettings)
+        threadpool_limits(limits=self._config.blas_threads, user_api="blas")
+        if self._config.gil_switch_interval_ms is not None:
+            sys.setswitchinterval(self._config.gil_switch_interval_ms / 1000)
         folder = await self._model_folder()
         self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         engine = await asyncio.to_thread(
             GPT2Engine.from_pretrained, folder, max_slots=self._config.max_running
         )
-        self._limits = PromptLimits.from_settings(self._config, engine.config.n_positions)
+        bos = engine.config.bos_token_id if self._config.prepend_bos else None
+        self._limits = PromptLimits.from_settings(self._config, engine.config.n_positions, bos)
         GenerationParams.check_defaults(self._config.defaults, self._config.max_tokens_cap)
         self._eos = engine.config.eos_token_id
         if self._config.warmup_tokens:
