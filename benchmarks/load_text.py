@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import json
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import httpx
@@ -194,11 +194,16 @@ def transformers_cb(n: int, requests: int, max_tokens: int) -> dict:
     manager.start()
     try:
         prompts = [tokenizer.encode(PROMPTS[i % len(PROMPTS)]).ids for i in range(n * requests)]
-        manager.add_requests(prompts[: min(n, len(prompts))], max_new_tokens=max_tokens)  # warm-up
-        _drain(manager, min(n, len(prompts)))
-        start = time.perf_counter()
-        ids = manager.add_requests(prompts, max_new_tokens=max_tokens, record_timestamps=True)
-        outputs = _drain(manager, len(ids))
+        manager.add_requests(prompts[:n], max_new_tokens=max_tokens)  # warm-up
+        _drain(manager, n)
+        # At most n requests in flight, like n closed-loop clients: a wave of n at a time.
+        start, outputs, submitted = time.perf_counter(), [], 0
+        for wave in range(requests):
+            batch = prompts[wave * n : (wave + 1) * n]
+            submitted += len(
+                manager.add_requests(batch, max_new_tokens=max_tokens, record_timestamps=True)
+            )
+            outputs += _drain(manager, len(batch))
         wall = time.perf_counter() - start
     finally:
         manager.stop(block=True)
@@ -213,7 +218,7 @@ def transformers_cb(n: int, requests: int, max_tokens: int) -> dict:
         "tokens_per_s": round(tokens / wall, 1),
         "ttft_p50_ms": round(median(ttfts) * 1e3, 1),
         "errors": sum(1 for o in outputs if o.error),
-        "hung": len(ids) - len(outputs),
+        "hung": submitted - len(outputs),
     }
 
 
