@@ -15,7 +15,7 @@ from mlserver.codecs import StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from pydantic import Field
 
-from .events import REQUEST_INDEX, ending_with_error_event, event, final_event
+from .events import REQUEST_INDEX, each_request, ending_with_error_event, event, final_event
 from .inputs import single_string
 from .params import reject_unknown, request_parameters
 from .settings import RuntimeSettings, parse_extra
@@ -60,17 +60,16 @@ class WordStreamModel(MLModel):
         text = decode_prompt(payload)
         return final_event(self, FINISH_STOP, [text_output(text)], words=len(split_words(text)))
 
-    async def predict_stream(
+    def predict_stream(
         self, payloads: AsyncIterator[InferenceRequest]
     ) -> AsyncIterator[InferenceResponse]:
-        index = 0
-        async for payload in payloads:
-            events = self._stream_one(payload, index)
-            async for item in ending_with_error_event(
-                self, events, [text_output("")], **{REQUEST_INDEX: index}
-            ):
-                yield item
-            index += 1
+        return each_request(payloads, self._stream_request)
+
+    def _stream_request(
+        self, payload: InferenceRequest, index: int
+    ) -> AsyncIterator[InferenceResponse]:
+        events = self._stream_one(payload, index)
+        return ending_with_error_event(self, events, [text_output("")], **{REQUEST_INDEX: index})
 
     async def _stream_one(
         self, payload: InferenceRequest, index: int

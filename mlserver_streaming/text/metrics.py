@@ -2,14 +2,16 @@
 
 Names follow vLLM's (`vllm:time_to_first_token_seconds`, ...) under this project's prefix,
 labelled by model name and version. prometheus_client objects are thread-safe, so the
-engine thread records directly.
+in-thread engine records directly; with the engine process, the runtime records latencies
+as deltas arrive (`RequestTiming`) and counts from the process's step reports.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import prometheus_client
 from mlserver.metrics import REGISTRY
@@ -17,6 +19,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .generation import Delta
 
 PREFIX = "mlserver_streaming:"
 LABELS = ("model_name", "model_version")
@@ -32,7 +37,19 @@ WAITING = PREFIX + "num_requests_waiting"
 FINISHED = PREFIX + "request_success"  # exposed as ..._total, by finished_reason
 STEPS = PREFIX + "engine_steps"  # exposed as ..._total
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75)
+_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+)
 _LATENCY_BUCKETS += (1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
 _REQUEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
@@ -104,3 +121,30 @@ class GenerationMetrics:
     def finished(self, reason: str) -> None:
         """Count one finished request under its finish reason."""
         self._finished.labels(**self._labels, finished_reason=reason).inc()
+
+
+@dataclass
+class RequestTiming:
+    """Latency metrics of one request taken where its deltas arrive (engine-process mode).
+
+    Times include the hop from the engine process, i.e. what the client sees.
+    """
+
+    arrival: float
+    last_token_at: float | None = None
+
+    def record(self, metrics: GenerationMetrics, delta: Delta, now: float) -> None:
+        """Count a delta's tokens; observe TTFT, inter-token gaps and, at the end, e2e."""
+        tokens = len(delta.token_ids)
+        if tokens:
+            metrics.generation_tokens.inc(tokens)
+            if self.last_token_at is None:
+                metrics.ttft.observe(now - self.arrival)
+            else:
+                # Tokens held back (half a character) arrive together: share the gap.
+                for _ in range(tokens):
+                    metrics.inter_token.observe((now - self.last_token_at) / tokens)
+            self.last_token_at = now
+        if delta.finish_reason is not None:
+            metrics.e2e.observe(now - self.arrival)
+            metrics.finished(delta.finish_reason.value)

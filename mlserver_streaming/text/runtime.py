@@ -1,40 +1,61 @@
 """The text generation runtime: V2 requests in, streamed text deltas out.
 
 Requests are parsed once at the edge into (prompt ids, GenerationParams); generation runs
-on the scheduler's engine thread; this module only moves deltas between that thread and
-MLServer's streams, and turns them into V2 events that follow the stream contract.
+in the engine process (or on an engine thread: `engine_process: false`); this module only
+moves deltas between the engine and MLServer's streams, and turns them into V2 events that
+follow the stream contract.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
-from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
-from ..engine import GPT2Engine
+from ..engine import GPT2Config
 from ..errors import InvalidSettings
 from ..events import REQUEST_INDEX, ending_with_error_event, event, final_event
 from ..params import request_parameters
 from ..settings import parse_extra
+from .engine_process import TOKENIZER_FILE, EngineProcess
 from .generation import Delta, Generation
 from .metrics import GenerationMetrics
 from .params import GenerationParams
 from .prompt import PromptLimits, decode_prompt, encode_prompt
 from .responses import delta_outputs, final_parameters, merge
-from .scheduler import Scheduler, SequenceRequest
+from .scheduler import InThreadEngine
 from .settings import TextGenerationSettings
-from .warmup import warm_up
+from .warmup import ready_scheduler
 
-TOKENIZER_FILE = "tokenizer.json"
-REQUIRED_FILES = ("config.json", "model.safetensors", TOKENIZER_FILE)
+CONFIG_FILE = "config.json"
+REQUIRED_FILES = (CONFIG_FILE, "model.safetensors", TOKENIZER_FILE)
+
+HandleT = TypeVar("HandleT")
+
+
+class TextEngine(Protocol[HandleT]):
+    """What the runtime needs from an engine, whichever mode runs it."""
+
+    def submit(
+        self, generation: Generation, deadline: float, queue: asyncio.Queue[Delta]
+    ) -> HandleT:
+        """Start a generation (or raise, e.g. ServerAtCapacity); its deltas go to `queue`."""
+        ...
+
+    def cancel(self, handle: HandleT) -> None:
+        """Drop a generation whose client left; its last delta says `cancelled`."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the engine; unfinished generations end."""
+        ...
 
 
 class TextGenerator(MLModel):
@@ -42,34 +63,28 @@ class TextGenerator(MLModel):
 
     async def load(self) -> bool:
         self._config = parse_extra(self.settings, TextGenerationSettings)
-        threadpool_limits(limits=self._config.blas_threads, user_api="blas")
-        if self._config.gil_switch_interval_ms is not None:
-            sys.setswitchinterval(self._config.gil_switch_interval_ms / 1000)
         folder = await self._model_folder()
         self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        engine = await asyncio.to_thread(
-            GPT2Engine.from_pretrained, folder, max_slots=self._config.max_running
-        )
-        bos = engine.config.bos_token_id if self._config.prepend_bos else None
-        self._limits = PromptLimits.from_settings(self._config, engine.config.n_positions, bos)
+        config = GPT2Config.from_json(folder / CONFIG_FILE)
+        bos = config.bos_token_id if self._config.prepend_bos else None
+        self._limits = PromptLimits.from_settings(self._config, config.n_positions, bos)
         GenerationParams.check_defaults(self._config.defaults, self._config.max_tokens_cap)
-        self._eos = engine.config.eos_token_id
-        if self._config.warmup_tokens:
-            await asyncio.to_thread(warm_up, engine, self._config.warmup_tokens)
-        self._scheduler = Scheduler(
-            engine,
-            max_running=self._config.max_running,
-            max_waiting=self._config.max_waiting,
-            prefill_chunk_tokens=self._config.prefill_chunk_tokens,
-            metrics=GenerationMetrics(self.name, self.version),
-        )
-        self._scheduler.start()
+        self._eos = config.eos_token_id
+        self._engine = await self._start_engine(folder)
         return True
 
+    async def _start_engine(self, folder: Path) -> TextEngine[Any]:
+        """The engine in its own process (default) or on a thread of this one."""
+        metrics = GenerationMetrics(self.name, self.version)
+        if self._config.engine_process:
+            return await EngineProcess.start(folder, self._config, self._eos, metrics)
+        scheduler = await asyncio.to_thread(ready_scheduler, folder, self._config, metrics)
+        return InThreadEngine(scheduler, self._config.gil_switch_interval_ms)
+
     async def unload(self) -> bool:
-        scheduler = getattr(self, "_scheduler", None)  # None when load failed part-way
-        if scheduler is not None:
-            await asyncio.to_thread(scheduler.stop)
+        engine = getattr(self, "_engine", None)  # None when load failed part-way
+        if engine is not None:
+            await engine.stop()
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -114,14 +129,9 @@ class TextGenerator(MLModel):
 
     async def _generate(self, generation: Generation) -> AsyncIterator[Delta]:
         """Deltas of one generation; leaving early (a disconnect) cancels its sequence."""
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta] = asyncio.Queue()
-        request = SequenceRequest(
-            generation,
-            sink=lambda delta: loop.call_soon_threadsafe(queue.put_nowait, delta),
-            deadline=time.monotonic() + self._config.request_timeout_s,
-        )
-        self._scheduler.submit(request)
+        deadline = time.monotonic() + self._config.request_timeout_s
+        handle = self._engine.submit(generation, deadline, queue)
         finished = False
         try:
             while not finished:
@@ -134,7 +144,7 @@ class TextGenerator(MLModel):
                 yield delta
         finally:
             if not finished:
-                self._scheduler.cancel(request)
+                self._engine.cancel(handle)
 
     def _final(self, generation: Generation, delta: Delta, **params) -> InferenceResponse:
         assert delta.finish_reason is not None

@@ -8,7 +8,9 @@ submits requests, flags cancellations and receives deltas through each request's
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -24,6 +26,14 @@ from .metrics import GenerationMetrics
 from .stopping import FinishReason
 
 logger = logging.getLogger(__name__)
+
+
+def at_capacity(waiting: int, max_waiting: int, max_running: int) -> ServerAtCapacity:
+    """The refusal when the waiting room is full (retryable)."""
+    return ServerAtCapacity(
+        f"server at capacity: {waiting} requests waiting "
+        f"(max_waiting={max_waiting}, max_running={max_running}); retry later."
+    )
 
 
 class Engine(Protocol):
@@ -46,6 +56,8 @@ class SequenceRequest:
     arrival: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     slot: int | None = None
+    admitted_at: float | None = None
+    """When it got a KV slot (its queue time ends)."""
     prefilled: int = 0
     last_token_at: float | None = None
 
@@ -96,11 +108,7 @@ class Scheduler:
         with self._cond:
             free = self.max_running - len(self._running)
             if len(self._waiting) >= self.max_waiting + max(free, 0):
-                raise ServerAtCapacity(
-                    f"server at capacity: {len(self._waiting)} requests waiting "
-                    f"(max_waiting={self.max_waiting}, max_running={self.max_running}); "
-                    "retry later."
-                )
+                raise at_capacity(len(self._waiting), self.max_waiting, self.max_running)
             self._waiting.append(request)
             self._cond.notify()
 
@@ -130,11 +138,19 @@ class Scheduler:
                     self._cond.wait()
                 if self._stopping:
                     break
-            try:
-                self.step()
-            except Exception as err:  # noqa: BLE001 - the loop must survive a failed step
-                logger.exception("engine step failed")
-                self._fail_running(FinishReason.ERROR, f"engine step failed: {err}")
+            self.safe_step()
+        self.abort_all()
+
+    def safe_step(self) -> None:
+        """`step`, but a failed step ends the running sequences with an error: the loop goes on."""
+        try:
+            self.step()
+        except Exception as err:  # noqa: BLE001 - the loop must survive a failed step
+            logger.exception("engine step failed")
+            self._fail_running(FinishReason.ERROR, f"engine step failed: {err}")
+
+    def abort_all(self) -> None:
+        """End every running and waiting request as cancelled (at shutdown)."""
         self._fail_running(FinishReason.CANCELLED, "server is shutting down")
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
@@ -174,9 +190,10 @@ class Scheduler:
                     return
                 request = self._waiting.popleft()
             request.slot = self.engine.allocate()
+            request.admitted_at = self.clock()
             self._running.append(request)
             if self.metrics is not None:
-                self.metrics.queue_time.observe(self.clock() - request.arrival)
+                self.metrics.queue_time.observe(request.admitted_at - request.arrival)
 
     def _prefill(self) -> None:
         budget = self.prefill_chunk_tokens
@@ -242,3 +259,37 @@ class Scheduler:
             request.sink(delta)
         except RuntimeError:  # the client's event loop is gone; nothing left to tell
             logger.debug("dropped a delta for a closed event loop")
+
+
+class InThreadEngine:
+    """The scheduler on a thread of MLServer's process, fed from its event loop.
+
+    The in-thread mode of the runtime (`engine_process: false`); `EngineProcess` is the other.
+    """
+
+    def __init__(self, scheduler: Scheduler, gil_switch_interval_ms: float | None) -> None:
+        if gil_switch_interval_ms is not None:  # the engine thread shares the loop's GIL
+            sys.setswitchinterval(gil_switch_interval_ms / 1000)
+        self.scheduler = scheduler
+        scheduler.start()
+
+    def submit(
+        self, generation: Generation, deadline: float, queue: asyncio.Queue[Delta]
+    ) -> SequenceRequest:
+        """Queue a generation; its deltas go to `queue` (refuses with ServerAtCapacity)."""
+        loop = asyncio.get_running_loop()
+        request = SequenceRequest(
+            generation,
+            sink=lambda delta: loop.call_soon_threadsafe(queue.put_nowait, delta),
+            deadline=deadline,
+        )
+        self.scheduler.submit(request)
+        return request
+
+    def cancel(self, handle: SequenceRequest) -> None:
+        """Drop the request at the next engine step."""
+        self.scheduler.cancel(handle)
+
+    async def stop(self) -> None:
+        """Stop the engine thread; unfinished requests end as cancelled."""
+        await asyncio.to_thread(self.scheduler.stop)
