@@ -15,28 +15,23 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
-import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import NamedTuple
-
-from tokenizers import Tokenizer
 
 from ..errors import HTTP_UNAVAILABLE, InvalidSettings, StreamingError
+from .engine_child import run_engine
+from .engine_messages import Cancel, Failed, StepReport, Stop, Submit, unpack
 from .generation import Delta, Generation
 from .metrics import GenerationMetrics, RequestTiming
-from .params import GenerationParams
-from .scheduler import Scheduler, SequenceRequest, at_capacity
+from .scheduler import at_capacity
 from .settings import TextGenerationSettings
 from .stopping import FinishReason
-from .warmup import ready_scheduler
 
 logger = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.json"
 START_TIMEOUT_S = 300.0
 """Longest wait for the child to load and warm up before the load fails."""
 STOP_TIMEOUT_S = 10.0
@@ -48,200 +43,6 @@ class EngineUnavailable(StreamingError):
 
     def __init__(self, msg: str):
         super().__init__(msg, HTTP_UNAVAILABLE)
-
-
-@dataclass(frozen=True)
-class Submit:
-    """Start a generation; times are `time.monotonic()`, which is system-wide."""
-
-    request_id: int
-    prompt_ids: list[int]
-    params: GenerationParams
-    arrival: float
-    deadline: float
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Drop a request (its client left); it ends with a `cancelled` delta."""
-
-    request_id: int
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Cancel everything, send a last report and exit."""
-
-
-@dataclass(frozen=True)
-class Ready:
-    """The engine is loaded and warmed up."""
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The engine could not start; `message` says why."""
-
-    message: str
-
-
-WireDelta = tuple[
-    int,
-    str,
-    list[int],
-    list[float],
-    list[tuple[tuple[int, float], ...]],
-    str | None,
-    str | None,
-    bool,
-]
-"""(request id, then a Delta's fields): plain tuples pickle ~5x faster than dataclasses."""
-
-
-def pack(request_id: int, delta: Delta) -> WireDelta:
-    """A delta as it crosses the pipe."""
-    reason = None if delta.finish_reason is None else delta.finish_reason.value
-    fields = (delta.text, delta.token_ids, delta.logprobs, delta.top_logprobs)
-    return (request_id, *fields, reason, delta.error, delta.retryable)
-
-
-def unpack(wire: WireDelta) -> tuple[int, Delta]:
-    """The request id and delta of a packed delta."""
-    rid, text, token_ids, logprobs, top_logprobs, reason, error, retryable = wire
-    finish = None if reason is None else FinishReason(reason)
-    return rid, Delta(text, token_ids, logprobs, top_logprobs, finish, error, retryable)
-
-
-class StepReport(NamedTuple):
-    """Everything one engine step produced, in one message."""
-
-    deltas: list[WireDelta]
-    running: int
-    waiting: int
-    steps: int
-    admitted: list[tuple[int, float]]
-    """(request id, seconds it waited for a slot) of requests admitted this step."""
-
-
-# --- the child ------------------------------------------------------------------------
-
-
-def run_engine(
-    folder: str,
-    settings: TextGenerationSettings,
-    eos_token_id: int | None,
-    commands: Connection,
-    reports: Connection,
-) -> None:
-    """The child's entry point: start up, say Ready (or Failed), then serve commands."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's; it stops us
-    try:
-        scheduler = ready_scheduler(Path(folder), settings)
-        tokenizer = Tokenizer.from_file(str(Path(folder) / TOKENIZER_FILE))
-    except Exception as err:  # noqa: BLE001 - any start-up failure goes to the parent
-        reports.send(Failed(f"{type(err).__name__}: {err}"))
-        return
-    reports.send(Ready())
-    _EngineLoop(scheduler, tokenizer, eos_token_id, commands, reports).run()
-
-
-class _EngineLoop:
-    """Steps the scheduler while there is work; blocks on the command pipe when idle."""
-
-    def __init__(
-        self,
-        scheduler: Scheduler,
-        tokenizer: Tokenizer,
-        eos_token_id: int | None,
-        commands: Connection,
-        reports: Connection,
-    ) -> None:
-        self.scheduler = scheduler
-        self.tokenizer = tokenizer
-        self.eos = eos_token_id
-        self.commands = commands
-        self.reports = reports
-        self.requests: dict[int, SequenceRequest] = {}
-        self.unadmitted: dict[int, SequenceRequest] = {}
-        self.out: list[WireDelta] = []
-        self.stopping = False
-
-    def run(self) -> None:
-        """Read commands between steps (so a cancel lands at the next step), step, report."""
-        while not self.stopping:
-            busy = self.scheduler.running or self.scheduler.waiting
-            self._read_commands(block=not busy)
-            if self.stopping:
-                break
-            if self.scheduler.running or self.scheduler.waiting:
-                self.scheduler.safe_step()
-            self._report()
-        self.scheduler.abort_all()
-        self._report()
-
-    def _read_commands(self, block: bool) -> None:
-        try:
-            if block:
-                self._handle(self.commands.recv())
-            while not self.stopping and self.commands.poll():
-                self._handle(self.commands.recv())
-        except (EOFError, OSError):  # the server's process is gone: nobody to serve
-            self.stopping = True
-
-    def _handle(self, command: Submit | Cancel | Stop) -> None:
-        if isinstance(command, Stop):
-            self.stopping = True
-        elif isinstance(command, Cancel):
-            request = self.requests.get(command.request_id)
-            if request is not None:
-                self.scheduler.cancel(request)
-        else:
-            self._submit(command)
-
-    def _submit(self, command: Submit) -> None:
-        rid = command.request_id
-        generation = Generation(command.prompt_ids, command.params, self.tokenizer, self.eos)
-        request = SequenceRequest(
-            generation,
-            sink=lambda delta: self.out.append(pack(rid, delta)),
-            deadline=command.deadline,
-            arrival=command.arrival,
-        )
-        try:
-            self.scheduler.submit(request)
-        except StreamingError as err:  # the parent counts first, so this is a safety net
-            self.out.append(pack(rid, generation.finish(FinishReason.ERROR, str(err), True)))
-            return
-        self.requests[rid] = self.unadmitted[rid] = request
-
-    def _report(self) -> None:
-        admitted = [
-            (rid, r.admitted_at - r.arrival)
-            for rid, r in self.unadmitted.items()
-            if r.admitted_at is not None
-        ]
-        for rid, _ in admitted:
-            del self.unadmitted[rid]
-        for wire in self.out:
-            rid, reason = wire[0], wire[5]
-            if reason is not None:  # finished: forget it
-                self.requests.pop(rid, None)
-                self.unadmitted.pop(rid, None)
-        report = StepReport(
-            self.out,
-            self.scheduler.running,
-            self.scheduler.waiting,
-            self.scheduler.steps,
-            admitted,
-        )
-        self.out = []
-        try:
-            self.reports.send(report)
-        except OSError:
-            self.stopping = True
-
-
-# --- the parent -----------------------------------------------------------------------
 
 
 @dataclass

@@ -24,7 +24,8 @@ from ..errors import InvalidSettings
 from ..events import REQUEST_INDEX, ending_with_error_event, event, final_event
 from ..params import request_parameters
 from ..settings import parse_extra
-from .engine_process import TOKENIZER_FILE, EngineProcess
+from .engine_child import TOKENIZER_FILE
+from .engine_process import EngineProcess
 from .generation import Delta, Generation
 from .metrics import GenerationMetrics
 from .params import GenerationParams
