@@ -46,12 +46,18 @@ class StreamStats:
     hung: bool = False
 
 
+def output_length(i: int, mean: int) -> int:
+    """Request i's max_tokens: spread over [mean/2, 3*mean/2) so closed-loop clients do not
+    finish (and come back) in lockstep, as with real output lengths."""
+    return mean // 2 + (i * 37) % mean
+
+
 def body(i: int, max_tokens: int) -> dict:
     """Request i: a varied prompt, sampled, seeded, fixed length (no stop sequences)."""
     prompt = PROMPTS[i % len(PROMPTS)]
     return {
         "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
-        "parameters": {"max_tokens": max_tokens, "temperature": 0.8, "seed": i},
+        "parameters": {"max_tokens": output_length(i, max_tokens), "temperature": 0.8, "seed": i},
     }
 
 
@@ -199,11 +205,16 @@ def transformers_cb(n: int, requests: int, max_tokens: int) -> dict:
         # At most n requests in flight, like n closed-loop clients: a wave of n at a time.
         start, outputs, submitted = time.perf_counter(), [], 0
         for wave in range(requests):
-            batch = prompts[wave * n : (wave + 1) * n]
-            submitted += len(
-                manager.add_requests(batch, max_new_tokens=max_tokens, record_timestamps=True)
-            )
-            outputs += _drain(manager, len(batch))
+            ids = range(wave * n, (wave + 1) * n)
+            for i in ids:
+                manager.add_request(
+                    prompts[i],
+                    max_new_tokens=output_length(i, max_tokens),
+                    record_timestamps=True,
+                    eos_token_id=-1,
+                )
+            submitted += len(ids)
+            outputs += _drain(manager, len(ids))
         wall = time.perf_counter() - start
     finally:
         manager.stop(block=True)
@@ -268,7 +279,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 32, 64])
     parser.add_argument("--transports", nargs="+", default=["rest", "grpc"])
     parser.add_argument("--requests", type=int, default=3, help="per worker, back to back")
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=64, help="mean output length")
     parser.add_argument("--timeout", type=float, default=120.0, help="a stream past it is hung")
     parser.add_argument("--transformers", action="store_true", help="also run transformers CB")
     parser.add_argument("--repo", type=Path, default=MODEL_REPO, help="model repository to serve")

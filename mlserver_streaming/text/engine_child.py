@@ -65,6 +65,8 @@ class _EngineLoop:
         self.unadmitted: dict[int, SequenceRequest] = {}
         self.out: list[WireDelta] = []
         self.stopping = False
+        # First tokens go out as soon as their prefill ends, not after the batch decode.
+        scheduler.on_prefilled = self._flush
 
     def run(self) -> None:
         """Read commands between steps (so a cancel lands at the next step), step, report."""
@@ -113,6 +115,10 @@ class _EngineLoop:
             self.out.append(pack(rid, generation.finish(FinishReason.ERROR, str(err), True)))
             return
         self.requests[rid] = self.unadmitted[rid] = request
+
+    def _flush(self) -> None:
+        if self.out:
+            self._report()
 
     def _report(self) -> None:
         admitted = [

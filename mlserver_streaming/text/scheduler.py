@@ -87,6 +87,8 @@ class Scheduler:
         self.metrics = metrics
         self.clock = clock
         self.steps = 0
+        self.on_prefilled: Callable[[], None] | None = None
+        """Called between prefill and decode in each step (the engine process flushes there)."""
         self._waiting: deque[SequenceRequest] = deque()
         self._running: list[SequenceRequest] = []
         self._cond = threading.Condition()
@@ -163,6 +165,8 @@ class Scheduler:
         self._admit()
         ready = [r for r in self._running if r.prefill_done]
         self._prefill()
+        if self.on_prefilled is not None:
+            self.on_prefilled()  # first tokens can leave before everyone's decode runs
         self._decode(ready)
         self.steps += 1
         if self.metrics is not None:
