@@ -104,7 +104,20 @@ def test_from_params_builds_only_what_is_needed() -> None:
         GenerationParams(8, temperature=0.7, top_k=5, top_p=0.9, seed=1, repetition_penalty=1.3)
     )
     assert isinstance(full.penalty, RepetitionPenalty)
-    assert [type(w) for w in full.warpers] == [Temperature, TopK, TopP]
+    assert [type(w) for w in full.warpers] == [TopK, Temperature, TopP]
+
+
+def test_top_k_before_temperature_chooses_exactly_as_hf_order() -> None:
+    params = GenerationParams(8, temperature=0.7, top_k=40, top_p=0.9, seed=3)
+    ours = TokenChooser.from_params(params)
+    hf_order = TokenChooser(
+        warpers=[Temperature(0.7), TopK(40), TopP(0.9)],
+        rng=np.random.Generator(np.random.PCG64(3)),
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        logits = (rng.standard_normal(4096) * 3).astype(np.float32)
+        assert ours(logits).token_id == hf_order(logits).token_id
 
 
 def test_greedy_is_argmax_after_penalty_and_draws_nothing() -> None:

@@ -8,6 +8,7 @@ draws nothing. Scores stay float32; only the cumulative sums are float64, for a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -154,17 +155,22 @@ class TokenChooser:
 
     @classmethod
     def from_params(cls, params: GenerationParams) -> TokenChooser:
-        """A chooser holding only the processors these params switch on (HF's warper order)."""
+        """A chooser holding only the processors these params switch on.
+
+        Top-k runs before temperature (HF runs it after): dividing by a positive temperature
+        keeps the order of scores, so the kept set and every kept score are the same, and
+        the division then touches k scores instead of the whole vocabulary.
+        """
         penalty = None
         if params.repetition_penalty != 1:
             penalty = RepetitionPenalty(params.repetition_penalty)
         if params.greedy:
             return cls(penalty=penalty, logprobs=params.logprobs)
         warpers: list[Warper] = []
-        if params.temperature != 1:
-            warpers.append(Temperature(params.temperature))
         if params.top_k > 0:
             warpers.append(TopK(params.top_k))
+        if params.temperature != 1:
+            warpers.append(Temperature(params.temperature))
         if params.top_p < 1:
             warpers.append(TopP(params.top_p))
         rng = np.random.Generator(np.random.PCG64(params.seed))
@@ -185,7 +191,12 @@ class TokenChooser:
 
 
 def choice_with_logprobs(logits: FloatArray, token: int, n: int | None) -> Choice:
-    """A Choice for token with log-softmax(logits) values; the top n only when n is set."""
+    """A Choice for token with log-softmax(logits) values; the top n only when n is set.
+
+    Without logprobs (n is None) nobody reads them: the logprob is NaN and costs nothing.
+    """
+    if n is None:
+        return Choice(token, math.nan)
     shifted = logits - logits.max()
     log_total = np.float32(np.log(np.exp(shifted).sum(dtype=np.float64)))
     logprob = float(shifted[token] - log_total)
