@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from mlserver import MLModel
-from mlserver.codecs import StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from pydantic import Field
 
@@ -19,6 +18,7 @@ from .events import REQUEST_INDEX, each_request, ending_with_error_event, event,
 from .inputs import single_string
 from .params import reject_unknown, request_parameters
 from .settings import RuntimeSettings, parse_extra
+from .tensors import encode_text
 
 INPUT_PROMPT = "prompt"
 OUTPUT_TEXT = "output"
@@ -46,7 +46,7 @@ def decode_prompt(request: InferenceRequest) -> str:
 
 def text_output(text: str) -> ResponseOutput:
     """The `output` tensor holding one piece of text."""
-    return StringCodec.encode_output(name=OUTPUT_TEXT, payload=[text], use_bytes=True)
+    return encode_text(OUTPUT_TEXT, text)
 
 
 class WordStreamModel(MLModel):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from mlserver.codecs import NumpyCodec
 from mlserver.types import ResponseOutput
 
+from ..tensors import encode_array
 from .scoring import Schema, Scores
 
 OUTPUT_LABEL = "label"
@@ -23,13 +23,6 @@ def available_outputs(schema: Schema) -> tuple[str, ...]:
 def wire_labels(labels: np.ndarray) -> np.ndarray:
     """Labels as the estimator has them, but text labels as str (object arrays can't encode)."""
     return labels.astype(str) if labels.dtype.kind in "OSU" else labels
-
-
-def encode_array(name: str, array: np.ndarray) -> ResponseOutput:
-    """NumpyCodec's tensor with the array's own shape ([N] stays [N]; the codec says [N, 1])."""
-    output = NumpyCodec.encode_output(name, array)
-    output.shape = list(array.shape)
-    return output
 
 
 def encode_scores(scores: Scores, names: tuple[str, ...]) -> list[ResponseOutput]:

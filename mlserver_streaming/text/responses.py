@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from mlserver.codecs import NumpyCodec, StringCodec
 from mlserver.types import ResponseOutput
 
 from ..events import ERROR, ERROR_RETRYABLE, ParamValue
+from ..tensors import encode_array, encode_text
 from .generation import Delta, Generation
 
 OUTPUT_TEXT = "text"
@@ -38,8 +38,8 @@ def merge(deltas: Sequence[Delta]) -> Delta:
 def delta_outputs(delta: Delta, logprobs: int | None) -> list[ResponseOutput]:
     """`text` and `token_ids`, plus logprob tensors when the request asked for them."""
     outputs = [
-        StringCodec.encode_output(OUTPUT_TEXT, [delta.text], use_bytes=True),
-        NumpyCodec.encode_output(OUTPUT_TOKEN_IDS, np.asarray(delta.token_ids, dtype=np.int64)),
+        encode_text(OUTPUT_TEXT, delta.text),
+        encode_array(OUTPUT_TOKEN_IDS, np.asarray(delta.token_ids, dtype=np.int64)),
     ]
     if logprobs is None:
         return outputs
@@ -49,12 +49,10 @@ def delta_outputs(delta: Delta, logprobs: int | None) -> list[ResponseOutput]:
     for row, alternatives in enumerate(delta.top_logprobs):
         for col, (token, logprob) in enumerate(alternatives):
             top_ids[row, col], top_lps[row, col] = token, logprob
-    outputs.append(
-        NumpyCodec.encode_output(OUTPUT_LOGPROBS, np.asarray(delta.logprobs, dtype=np.float32))
-    )
+    outputs.append(encode_array(OUTPUT_LOGPROBS, np.asarray(delta.logprobs, dtype=np.float32)))
     if logprobs > 0:
-        outputs.append(NumpyCodec.encode_output(OUTPUT_TOP_TOKEN_IDS, top_ids))
-        outputs.append(NumpyCodec.encode_output(OUTPUT_TOP_LOGPROBS, top_lps))
+        outputs.append(encode_array(OUTPUT_TOP_TOKEN_IDS, top_ids))
+        outputs.append(encode_array(OUTPUT_TOP_LOGPROBS, top_lps))
     return outputs
 
 
