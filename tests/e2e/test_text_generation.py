@@ -269,3 +269,29 @@ async def test_metrics_endpoint_exposes_generation_metrics(server):
         "request_success_total",
     ):
         assert f"mlserver_streaming:{name}{{" in text, name
+
+
+async def timed_events(base_url: str, body: dict) -> tuple[list[dict], list[float]]:
+    """Events of one SSE stream and when each arrived."""
+    events, times = [], []
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client,
+        aconnect_sse(client, "POST", STREAM, json=body) as source,
+    ):
+        async for sse in source.aiter_sse():
+            events.append(json.loads(sse.data))
+            times.append(time.monotonic())
+    return events, times
+
+
+async def test_seeded_text_is_the_same_alone_and_beside_31_other_streams(server):
+    body = request("PORTIA:", max_tokens=24, seed=1234, temperature=0.9)
+    alone = summary(await sse_events(server.http_url, STREAM, body))
+    others = [
+        timed_events(server.http_url, request("BRUTUS:", max_tokens=40, seed=i)) for i in range(31)
+    ]
+    (target, times), *rest = await asyncio.gather(timed_events(server.http_url, body), *others)
+    assert summary(target)[:2] == alone[:2]
+    # The others really ran beside it: most of them streamed while the target did.
+    overlapping = [ts for _, ts in rest if ts[0] < times[-1] and ts[-1] > times[0]]
+    assert len(overlapping) >= 16, len(overlapping)
