@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from ..engine import GPT2Config
 from ..errors import InvalidSettings
-from ..events import REQUEST_INDEX, ending_with_error_event, event, final_event
+from ..events import REQUEST_INDEX, each_request, ending_with_error_event, event, final_event
 from ..params import request_parameters
 from ..settings import parse_extra
 from .engine_child import TOKENIZER_FILE
@@ -93,19 +93,17 @@ class TextGenerator(MLModel):
         whole = merge([delta async for delta in self._generate(generation)])
         return self._final(generation, whole)
 
-    async def predict_stream(
+    def predict_stream(
         self, payloads: AsyncIterator[InferenceRequest]
     ) -> AsyncIterator[InferenceResponse]:
-        index = 0
-        async for payload in payloads:  # over gRPC bidi, each request is a new turn
-            async for item in ending_with_error_event(
-                self,
-                self._stream_one(payload, index),
-                delta_outputs(Delta(), None),
-                **{REQUEST_INDEX: index},
-            ):
-                yield item
-            index += 1
+        return each_request(payloads, self._stream_request)  # gRPC bidi: each is a new turn
+
+    def _stream_request(
+        self, payload: InferenceRequest, index: int
+    ) -> AsyncIterator[InferenceResponse]:
+        events = self._stream_one(payload, index)
+        empty = delta_outputs(Delta(), None)
+        return ending_with_error_event(self, events, empty, **{REQUEST_INDEX: index})
 
     async def _stream_one(
         self, payload: InferenceRequest, index: int
