@@ -35,6 +35,10 @@ PROMPTS = [
 ]
 
 
+# The same decoding for the server and for transformers' continuous batching.
+SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.0}
+
+
 @dataclass
 class StreamStats:
     """What one streamed request saw on the client side."""
@@ -57,7 +61,7 @@ def body(i: int, max_tokens: int) -> dict:
     prompt = PROMPTS[i % len(PROMPTS)]
     return {
         "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
-        "parameters": {"max_tokens": output_length(i, max_tokens), "temperature": 0.8, "seed": i},
+        "parameters": {"max_tokens": output_length(i, max_tokens), **SAMPLING, "seed": i},
     }
 
 
@@ -194,7 +198,13 @@ def transformers_cb(n: int, requests: int, max_tokens: int) -> dict:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32).eval()
     config = GenerationConfig(
-        max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0
+        max_new_tokens=max_tokens,
+        do_sample=True,
+        temperature=SAMPLING["temperature"],
+        top_k=SAMPLING["top_k"],
+        top_p=SAMPLING["top_p"],
+        eos_token_id=-1,
+        pad_token_id=0,
     )
     manager = model.init_continuous_batching(generation_config=config)
     manager.start()
