@@ -92,17 +92,22 @@ def test_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding(tokenizer
     assert all(a.slot in call for call in engine.decode_calls[decodes_before:])
 
 
-def test_text_with_a_seed_is_the_same_alone_and_beside_31_others(tokenizer):
+# Row by row (no top-k), and batched sampling: all rows at once (top-k ≤ 256).
+SAMPLING = [{}, {"top_k": 40, "top_p": 0.95, "repetition_penalty": 1.2}]
+
+
+@pytest.mark.parametrize("sampling", SAMPLING, ids=["row-by-row", "batched"])
+def test_text_with_a_seed_is_the_same_alone_and_beside_31_others(tokenizer, sampling):
     alone_engine = FakeEngine(4096, max_slots=1)
     alone = make_scheduler(alone_engine)
-    request, deltas = make_request(tokenizer, seed=123)
+    request, deltas = make_request(tokenizer, seed=123, **sampling)
     alone.submit(request)
     run_until_done(alone)
 
     engine = FakeEngine(4096, max_slots=32)
     crowded = make_scheduler(engine, max_waiting=0)
-    others = [make_request(tokenizer, seed=s, prompt_len=1 + s % 5) for s in range(31)]
-    target, target_deltas = make_request(tokenizer, seed=123)
+    others = [make_request(tokenizer, seed=s, prompt_len=1 + s % 5, **sampling) for s in range(31)]
+    target, target_deltas = make_request(tokenizer, seed=123, **sampling)
     for other, _ in others[:15]:
         crowded.submit(other)
     crowded.submit(target)

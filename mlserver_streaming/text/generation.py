@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from .detokenize import IncrementalDetokenizer
 from .params import GenerationParams
-from .sampling import TokenChooser
+from .sampling import Choice, TokenChooser
 from .stopping import FinishReason, StoppingCriteria, StopSequenceMatcher
 
 
@@ -62,11 +62,26 @@ class Generation:
         """Tokens in the prompt, as reported in the final event."""
         return len(self.prompt_ids)
 
+    @property
+    def chooser(self) -> TokenChooser:
+        """This request's sampler: its processors and its seeded generator."""
+        return self._chooser
+
+    @property
+    def history(self) -> np.ndarray:
+        """Prompt plus generated ids so far: what the repetition penalty looks at."""
+        return self._history[: len(self.prompt_ids) + self.completion_tokens]
+
     def advance(self, logits: np.ndarray) -> Delta | None:
         """Choose the next token; return a delta when there is text to send or it finished."""
-        choice = self._chooser(
-            logits, self._history[: len(self.prompt_ids) + self.completion_tokens]
-        )
+        return self.accept(self.choose(logits))
+
+    def choose(self, logits: np.ndarray) -> Choice:
+        """The next token for these logits, alone (a batch sampler makes the same choice)."""
+        return self._chooser(logits, self.history)
+
+    def accept(self, choice: Choice) -> Delta | None:
+        """Take the chosen token (from `choose` or a batch sampler); a delta as in `advance`."""
         token = choice.token_id
         self._history[len(self.prompt_ids) + self.completion_tokens] = token
         self.completion_tokens += 1

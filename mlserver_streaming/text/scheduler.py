@@ -21,8 +21,10 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ServerAtCapacity
+from .batch_sampling import choose_batch
 from .generation import Delta, Generation
 from .metrics import GenerationMetrics
+from .sampling import Choice
 from .stopping import FinishReason
 
 logger = logging.getLogger(__name__)
@@ -211,7 +213,7 @@ class Scheduler:
             if self.metrics is not None:
                 self.metrics.prompt_tokens.inc(len(chunk))
             if request.prefill_done:
-                self._advance(request, logits)
+                self._advance_all([request], logits[None, :])
             if budget <= 0:
                 return
 
@@ -222,11 +224,19 @@ class Scheduler:
         slots = [r.slot for r in batch]
         tokens = [r.generation.last_token for r in batch]
         logits = self.engine.decode(slots, tokens)  # type: ignore[arg-type]
-        for request, row in zip(batch, logits, strict=True):
-            self._advance(request, row)
+        self._advance_all(batch, logits)
 
-    def _advance(self, request: SequenceRequest, logits: np.ndarray) -> None:
-        delta = request.generation.advance(logits)
+    def _advance_all(self, batch: list[SequenceRequest], logits: np.ndarray) -> None:
+        """Sample the whole batch's next tokens together (rows of logits), then hand them out."""
+        generations = [r.generation for r in batch]
+        choices = choose_batch(
+            logits, [g.chooser for g in generations], [g.history for g in generations]
+        )
+        for request, choice in zip(batch, choices, strict=True):
+            self._advance(request, choice)
+
+    def _advance(self, request: SequenceRequest, choice: Choice) -> None:
+        delta = request.generation.accept(choice)
         now = self.clock()
         if self.metrics is not None:
             self.metrics.generation_tokens.inc()
