@@ -91,12 +91,6 @@ def error_event(
     )
 
 
-def is_final(response: InferenceResponse) -> bool:
-    """Whether an event closes its stream (or its request inside a bidi stream)."""
-    extra = response.parameters.model_extra if response.parameters else None
-    return bool(extra and extra.get(FINAL))
-
-
 async def ending_with_error_event(
     model: ModelIdentity,
     events: AsyncIterator[InferenceResponse],

@@ -69,13 +69,6 @@ def as_float(name: str, value: Any) -> float:
     return number
 
 
-def as_str(name: str, value: Any) -> str:
-    """A string parameter, checked rather than converted."""
-    if not isinstance(value, str):
-        raise InvalidParameter(f"{name} must be a string, got {value!r}.")
-    return value
-
-
 def as_str_list(name: str, value: Any) -> list[str]:
     """A list of strings from a list, one string, or a JSON array in a string (gRPC)."""
     if isinstance(value, str):
