@@ -184,7 +184,7 @@ def test_logits_and_activations_stay_float32(engine, monkeypatch):
         return wrapped
 
     monkeypatch.setattr(gpt2_module, "_normalize", spy(gpt2_module._normalize))
-    monkeypatch.setattr(gpt2_module, "_gelu_times_two", spy(gpt2_module._gelu_times_two))
+    monkeypatch.setattr(gpt2_module, "_gelu", spy(gpt2_module._gelu))
     monkeypatch.setattr(engine, "_block", spy(engine._block))
     slots = [engine.allocate(), engine.allocate()]
     assert engine.prefill(slots[0], PROMPT).dtype == np.float32

@@ -19,6 +19,9 @@ _GELU_C = F32(np.sqrt(2.0 / np.pi))
 _GELU_CA = F32(np.sqrt(2.0 / np.pi) * 0.044715)
 _NEG_INF = F32(-np.inf)
 _ZERO = F32(0.0)
+_ONE = F32(1.0)
+_MINUS_TWO = F32(-2.0)
+_EXP_MAX = F32(80.0)
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class _Block:
     proj_b: np.ndarray  # [C]
     fc_w: np.ndarray  # [C, 4C], ln_2 affine folded in
     fc_b: np.ndarray  # [4C]
-    mlp_w: np.ndarray  # [4C, C], the 0.5 of gelu folded in
+    mlp_w: np.ndarray  # [4C, C]
     mlp_b: np.ndarray  # [C]
 
 
@@ -62,7 +65,7 @@ def _fold_block(blk: BlockWeights, head_dim: int) -> _Block:
     attn_b[:c] *= head_dim**-0.5
     fc_w, fc_b = _fold_layer_norm(blk.ln_2_weight, blk.ln_2_bias, blk.fc_weight, blk.fc_bias)
     arrays = [attn_w, attn_b, blk.attn_proj_weight, blk.attn_proj_bias, fc_w, fc_b]
-    arrays += [0.5 * blk.mlp_proj_weight, blk.mlp_proj_bias]
+    arrays += [blk.mlp_proj_weight, blk.mlp_proj_bias]
     return _Block(*(np.ascontiguousarray(a, dtype=F32) for a in arrays))
 
 
@@ -77,15 +80,18 @@ def _normalize(x: np.ndarray, avg: np.ndarray, eps: np.float32) -> np.ndarray:
     return xc
 
 
-def _gelu_times_two(h: np.ndarray) -> np.ndarray:
-    """2 * gelu_new(h), in place: x * (1 + tanh(c * (x + a x^3))); the 0.5 lives in mlp_w."""
+def _gelu(h: np.ndarray) -> np.ndarray:
+    """gelu_new(h), in place, as h * sigmoid(2u) with u = c * (h + a h^3): the same function as
+    0.5 h (1 + tanh(u)), but numpy's float32 exp is vectorized and its tanh is not (4x)."""
     t = np.square(h)
     t *= _GELU_CA
     t += _GELU_C
     t *= h
-    np.tanh(t, out=t)
-    t += F32(1.0)
-    h *= t
+    t *= _MINUS_TWO
+    np.minimum(t, _EXP_MAX, out=t)  # exp(80) is finite in float32: h / huge = -0, gelu's limit
+    np.exp(t, out=t)
+    t += _ONE
+    h /= t
     return h
 
 
@@ -235,6 +241,6 @@ class GPT2Engine:
         x += blk.proj_b
         h = _normalize(x, self._avg, self._eps) @ blk.fc_w
         h += blk.fc_b
-        x += _gelu_times_two(h) @ blk.mlp_w
+        x += _gelu(h) @ blk.mlp_w
         x += blk.mlp_b
         return x
