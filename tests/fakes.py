@@ -16,6 +16,7 @@ class FakeEngine:
         self.tokens: dict[int, list[int]] = {}
         self.free = list(range(max_slots))
         self.prefill_calls: list[tuple[int, int]] = []  # (slot, chunk length)
+        self.prefill_batches: list[list[int]] = []  # slots of each prefill forward
         self.decode_calls: list[list[int]] = []  # slots of each batched decode
         self.fail_on_decode = fail_on_decode
 
@@ -31,10 +32,12 @@ class FakeEngine:
     def free_slots(self) -> int:
         return len(self.free)
 
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
-        self.prefill_calls.append((slot, len(token_ids)))
-        self.tokens[slot].extend(token_ids)
-        return self._logits(slot)
+    def prefill_many(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        self.prefill_batches.append(list(slots))
+        for slot, chunk in zip(slots, token_ids, strict=True):
+            self.prefill_calls.append((slot, len(chunk)))
+            self.tokens[slot].extend(chunk)
+        return np.stack([self._logits(slot) for slot in slots])
 
     def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
         if self.fail_on_decode:

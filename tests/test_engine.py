@@ -162,6 +162,40 @@ def test_batched_decode_equals_decoding_alone(checkpoints, order):
         assert batch_engine.length(slot) == len(prompts[slot]) + 1
 
 
+def test_sparse_slots_decode_like_consecutive_ones(checkpoints):
+    engine = GPT2Engine.from_pretrained(checkpoints["float32"], max_slots=8)
+    slots = [engine.allocate() for _ in range(8)]
+    for slot in slots:
+        engine.prefill(slot, PROMPT[: 2 + slot])
+    sparse = engine.decode([7, 0], [4, 9])  # an index array: a gather of two slots
+    alone = GPT2Engine.from_pretrained(checkpoints["float32"], max_slots=1)
+    for row, (length, token) in enumerate([(9, 4), (2, 9)]):
+        alone.prefill(alone.allocate(), PROMPT[:length])
+        np.testing.assert_allclose(sparse[row], alone.decode([0], [token])[0], atol=ATOL)
+        alone.release(0)
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "after-a-first-chunk"])
+def test_prefill_many_equals_prefilling_each_alone(checkpoints, resume):
+    prompts = [PROMPT[:3], PROMPT, PROMPT[:7]]
+    many = GPT2Engine.from_pretrained(checkpoints["float32"], max_slots=3)
+    one = GPT2Engine.from_pretrained(checkpoints["float32"], max_slots=3)
+    slots = [many.allocate() for _ in prompts]
+    assert [one.allocate() for _ in prompts] == slots
+    start = 2 if resume else 0
+    if resume:
+        many.prefill_many(slots, [p[:start] for p in prompts])
+    together = many.prefill_many(slots, [p[start:] for p in prompts])
+    assert together.shape == (3, TINY["vocab_size"])
+    for row, (slot, prompt) in enumerate(zip(slots, prompts, strict=True)):
+        np.testing.assert_allclose(together[row], one.prefill(slot, prompt), atol=ATOL)
+        assert many.length(slot) == len(prompt)
+    # The caches hold the same keys: the next decode step agrees too.
+    np.testing.assert_allclose(
+        many.decode(slots, [1, 2, 3]), one.decode(slots, [1, 2, 3]), atol=ATOL
+    )
+
+
 def test_released_slot_gives_fresh_results(engine):
     fresh = engine.prefill(engine.allocate(), PROMPT[:4])
     slot = engine.allocate()

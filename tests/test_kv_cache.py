@@ -80,11 +80,30 @@ def test_check_append_rejects_repeated_slots(cache):
     ids=["single", "all", "tail"],
 )
 def test_rows_is_a_slice_for_consecutive_slots(slots, expected):
-    assert KVCache.rows(slots) == expected
+    assert KVCache.rows(np.asarray(slots)) == (expected, None)
 
 
-@pytest.mark.parametrize("slots", [[0, 2], [1, 0], [2, 0, 1]], ids=["gap", "reversed", "shuffled"])
-def test_rows_is_an_index_array_otherwise(slots):
-    rows = KVCache.rows(slots)
-    assert isinstance(rows, np.ndarray)
-    assert rows.tolist() == slots
+@pytest.mark.parametrize(
+    ("slots", "span", "offsets"),
+    [([0, 2], slice(0, 3), [0, 2]), ([3, 4, 7], slice(3, 8), [0, 1, 4])],
+    ids=["one-gap", "two-gaps"],
+)
+def test_rows_spans_a_few_idle_slots_as_a_view(slots, span, offsets):
+    rows, members = KVCache.rows(np.asarray(slots))
+    assert rows == span
+    assert members is not None and members.tolist() == offsets
+
+
+def test_rows_is_an_index_array_for_sparse_slots():
+    rows, members = KVCache.rows(np.asarray([0, 9]))
+    assert isinstance(rows, np.ndarray) and rows.tolist() == [0, 9]
+    assert members is None
+
+
+def test_check_append_takes_a_count_per_slot(cache):
+    a, b = cache.allocate(), cache.allocate()
+    cache.advance(np.asarray([a, b]), np.asarray([3, 5]))
+    assert (cache.length(a), cache.length(b)) == (3, 5)
+    cache.check_append([a, b], [cache.max_len - 3, 1])
+    with pytest.raises(SequenceTooLongError, match=f"slot {b} holds 5 tokens"):
+        cache.check_append([a, b], [1, cache.max_len - 4])

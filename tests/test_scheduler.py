@@ -69,10 +69,28 @@ def test_new_request_joins_the_running_batch_at_the_next_step(tokenizer):
         scheduler.step()
     b, _ = make_request(tokenizer, seed=8)
     scheduler.submit(b)
-    scheduler.step()  # b prefills (and samples its first token) while a decodes
+    scheduler.step()  # b prefills, samples its first token, then decodes beside a
+    assert engine.prefill_batches[-1] == [b.slot]
+    assert engine.decode_calls[-1] == [a.slot, b.slot]
+    assert b.generation.completion_tokens == 2
     scheduler.step()
     assert engine.decode_calls[-1] == [a.slot, b.slot]
     assert a.generation.finish_reason is None
+
+
+def test_prompts_arriving_together_share_one_prefill_forward(tokenizer):
+    engine = FakeEngine(4096, max_slots=4)
+    scheduler = make_scheduler(engine, prefill_chunk_tokens=20)
+    requests = [make_request(tokenizer, seed=i, prompt_len=8)[0] for i in range(3)]
+    for request in requests:
+        scheduler.submit(request)
+    scheduler.step()  # 20 tokens of budget: two whole prompts and 4 tokens of the third
+    assert engine.prefill_batches == [[r.slot for r in requests]]
+    assert [n for _, n in engine.prefill_calls] == [8, 8, 4]
+    assert engine.decode_calls == [[requests[0].slot, requests[1].slot]]
+    scheduler.step()
+    assert engine.prefill_calls[-1] == (requests[2].slot, 4)
+    assert engine.decode_calls[-1] == [r.slot for r in requests]
 
 
 def test_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding(tokenizer):

@@ -38,14 +38,20 @@ class _Block:
     mlp_b: np.ndarray  # [C]
 
 
-class _Step(NamedTuple):
-    """Where one forward's new tokens sit in the cache; computed once, used by every layer."""
+class _Segment(NamedTuple):
+    """Sequences that share one batched attention: B slots with T new tokens each.
 
+    A forward runs one or more segments; the dense layers see all their tokens as one matrix.
+    """
+
+    tokens: slice  # the segment's B*T rows of the residual stream
+    shape: tuple[int, int]  # (B, T)
     positions: np.ndarray  # [B, T] position of each new token
     write_at: tuple[np.ndarray, slice, np.ndarray]  # cache index of each new token's key/value
-    rows: slice | np.ndarray  # the batch's slots along the cache's slot axis
+    rows: slice | np.ndarray  # slots to read keys/values from: a slice reads a view, no copy
+    members: np.ndarray | None  # when `rows` spans idle slots too: the batch's rows within it
     kv_len: int  # keys to attend over: the longest sequence after this step
-    mask: np.ndarray | None  # additive [B, 1, T, K]: -inf on future/absent keys; None if none
+    mask: np.ndarray | None  # additive [R, 1, T, K]: -inf on future/absent keys; None if none
 
 
 def _fold_layer_norm(
@@ -158,9 +164,18 @@ class GPT2Engine:
     def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
         """Append ``token_ids`` to ``slot``'s cache (repeat calls = chunked prefill) and return
         float32 logits [vocab] for the last of them."""
-        if len(token_ids) == 0:
-            raise ValueError("prefill needs at least one token id, got none.")
-        return self._step([slot], [token_ids])[0]
+        return self.prefill_many([slot], [token_ids])[0]
+
+    def prefill_many(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Prefill several slots, each with its own chunk of any length, in one forward (the
+        weights are read once for all prompts); returns logits [len(slots), vocab] of each
+        chunk's last token."""
+        if len(slots) != len(token_ids) or not slots or not all(len(t) for t in token_ids):
+            raise ValueError(
+                "prefill needs a list of token ids per slot, with at least one token id in each; "
+                f"got {len(slots)} slots and lists of lengths {[len(t) for t in token_ids]}."
+            )
+        return self._run(slots, [np.asarray([t], dtype=np.intp) for t in token_ids])
 
     def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
         """Feed one token to each slot, each at its own position, in one batched forward;
@@ -170,73 +185,84 @@ class GPT2Engine:
                 "decode needs one token id per slot and at least one slot, got "
                 f"{len(slots)} slots and {len(token_ids)} token ids."
             )
-        return self._step(slots, [[t] for t in token_ids])
-
-    def _step(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """Validate, then run B sequences of T new tokens each and advance their lengths."""
-        tokens = np.asarray(token_ids, dtype=np.intp)  # [B, T]
-        self._cache.check_append(slots, tokens.shape[1])
-        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
-            raise ValueError(
-                f"token ids must be in [0, {self.config.vocab_size}), got min {tokens.min()} "
-                f"and max {tokens.max()}."
-            )
         slot_ids = np.asarray(slots, dtype=np.intp)
-        if list(slots) == sorted(slots):
-            logits = self._forward(slot_ids, tokens)
-        else:
-            # In ascending order a set of slots forming a range (the usual case once allocation
-            # refills the lowest free slots) is read as a cache view instead of a gather.
-            order = np.argsort(slot_ids)
-            logits = np.empty((len(slots), self.config.vocab_size), dtype=F32)
-            logits[order] = self._forward(slot_ids[order], tokens[order])
-        self._cache.advance(slot_ids, tokens.shape[1])
+        tokens = np.asarray(token_ids, dtype=np.intp)[:, None]
+        if np.all(slot_ids[:-1] < slot_ids[1:]):
+            return self._run(slots, [tokens])
+        # In ascending slot order the batch reads the cache as a view, without a gather.
+        order = np.argsort(slot_ids)
+        logits = np.empty((len(slots), self.config.vocab_size), dtype=F32)
+        logits[order] = self._run(slot_ids[order].tolist(), [tokens[order]])
         return logits
 
-    def _forward(self, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    def _run(self, slots: Sequence[int], groups: list[np.ndarray]) -> np.ndarray:
+        """Validate, run the forward and advance the lengths. ``groups`` are the segments'
+        token arrays [B_i, T_i], taking ``slots`` in order."""
+        news = [g.shape[1] for g in groups for _ in range(g.shape[0])]
+        self._cache.check_append(slots, news)
+        low = min(int(g.min()) for g in groups)
+        high = max(int(g.max()) for g in groups)
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(
+                f"token ids must be in [0, {self.config.vocab_size}), got min {low} and max {high}."
+            )
+        slot_ids = np.asarray(slots, dtype=np.intp)
+        logits = self._forward(slot_ids, groups)
+        self._cache.advance(slot_ids, np.asarray(news, dtype=np.intp))
+        return logits
+
+    def _forward(self, slots: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
         """Logits of each sequence's last new token; writes the new keys/values to the cache."""
-        step = self._plan(slots, tokens)
-        # The residual stream is kept 2-D [B*T, C]: numpy runs a 3-D @ 2-D matmul as one gemv
+        segments, last_rows, start, first = [], [], 0, 0
+        for tokens in groups:
+            n_batch, n_tokens = tokens.shape
+            segments.append(self._plan(slots[first : first + n_batch], tokens.shape, start))
+            last_rows.append(start + n_tokens - 1 + n_tokens * np.arange(n_batch))
+            start, first = start + tokens.size, first + n_batch
+        ids = np.concatenate([t.ravel() for t in groups]) if len(groups) > 1 else groups[0].ravel()
+        positions = np.concatenate([seg.positions.ravel() for seg in segments])
+        # The residual stream is kept 2-D [N, C]: numpy runs a 3-D @ 2-D matmul as one gemv
         # per row, re-reading the weights B times; a 2-D matmul is a single gemm.
-        x = self._wte[tokens.ravel()]
-        x += self._wpe[step.positions.ravel()]
+        x = self._wte[ids]
+        x += self._wpe[positions]
         for layer, blk in enumerate(self._blocks):
-            x = self._block(layer, blk, x, step)
-        h = _normalize(x.reshape(*tokens.shape, -1)[:, -1], self._avg, self._eps)
+            x = self._block(layer, blk, x, segments)
+        rows = np.concatenate(last_rows) if len(last_rows) > 1 else last_rows[0]
+        h = _normalize(x[rows], self._avg, self._eps)
         h *= self._ln_f_w
         h += self._ln_f_b
         return h @ self._lm_head_t
 
-    def _plan(self, slots: np.ndarray, tokens: np.ndarray) -> _Step:
-        """Positions, cache indices and mask for this forward, shared by every layer."""
-        positions = self._cache.lengths[slots][:, None] + self._arange[: tokens.shape[1]]
+    def _plan(self, slots: np.ndarray, shape: tuple[int, int], start: int) -> _Segment:
+        """Positions, cache indices and mask of one segment, shared by every layer."""
+        n_batch, n_tokens = shape
+        positions = self._cache.lengths[slots][:, None] + self._arange[:n_tokens]
         kv_len = int(positions[:, -1].max()) + 1
+        rows, members = KVCache.rows(slots)  # idle rows' stale keys are finite; dropped later
         mask = None
         if int(positions.min()) < kv_len - 1:  # some query must not see some cached key
             hidden = self._arange[:kv_len] > positions[:, None, :, None]
             mask = np.where(hidden, _NEG_INF, _ZERO)
-        rows = KVCache.rows(slots.tolist())
-        return _Step(positions, (slots[:, None], slice(None), positions), rows, kv_len, mask)
+            if members is not None:
+                full = np.zeros((int(slots[-1] - slots[0]) + 1, 1, n_tokens, kv_len), dtype=F32)
+                full[members] = mask
+                mask = full
+        write_at = (slots[:, None], slice(None), positions)
+        tokens = slice(start, start + n_batch * n_tokens)
+        return _Segment(tokens, shape, positions, write_at, rows, members, kv_len, mask)
 
-    def _block(self, layer: int, blk: _Block, x: np.ndarray, step: _Step) -> np.ndarray:
-        """One pre-LN transformer block on x [B*T, C], updated in place."""
-        (n_batch, n_tokens), width = step.positions.shape, x.shape[1]
+    def _block(
+        self, layer: int, blk: _Block, x: np.ndarray, segments: list[_Segment]
+    ) -> np.ndarray:
+        """One pre-LN transformer block on x [N, C], updated in place."""
         qkv = _normalize(x, self._avg, self._eps) @ blk.attn_w
         qkv += blk.attn_b
-        qkv = qkv.reshape(n_batch, n_tokens, 3, self.config.n_head, self.config.head_dim)
-        k_cache, v_cache = self._cache.k[layer], self._cache.v[layer]
-        k_cache[step.write_at] = qkv[:, :, 1]
-        v_cache[step.write_at] = qkv[:, :, 2]
-        keys = k_cache[step.rows, :, : step.kv_len]  # [B, H, K, D]: a view for a slice of rows
-        values = v_cache[step.rows, :, : step.kv_len]
-        att = qkv[:, :, 0].transpose(0, 2, 1, 3) @ keys.transpose(0, 1, 3, 2)  # [B, H, T, K]
-        if step.mask is not None:
-            att += step.mask
-        # Softmax; ufunc reductions skip ndarray.max/sum's Python-level wrappers.
-        att -= np.maximum.reduce(att, axis=-1, keepdims=True)
-        np.exp(att, out=att)
-        att /= np.add.reduce(att, axis=-1, keepdims=True)
-        y = (att @ values).transpose(0, 2, 1, 3).reshape(n_batch * n_tokens, width)
+        if len(segments) == 1:
+            y = self._attend(layer, qkv, segments[0])
+        else:
+            y = np.empty_like(x)
+            for seg in segments:
+                y[seg.tokens] = self._attend(layer, qkv[seg.tokens], seg)
         x += y @ blk.proj_w
         x += blk.proj_b
         h = _normalize(x, self._avg, self._eps) @ blk.fc_w
@@ -244,3 +270,29 @@ class GPT2Engine:
         x += _gelu(h) @ blk.mlp_w
         x += blk.mlp_b
         return x
+
+    def _attend(self, layer: int, qkv: np.ndarray, seg: _Segment) -> np.ndarray:
+        """Causal self-attention of one segment over its cache: [B*T, 3C] -> [B*T, C]."""
+        (n_batch, n_tokens), heads, dim = seg.shape, self.config.n_head, self.config.head_dim
+        qkv = qkv.reshape(n_batch, n_tokens, 3, heads, dim)
+        k_cache, v_cache = self._cache.k[layer], self._cache.v[layer]
+        k_cache[seg.write_at] = qkv[:, :, 1]
+        v_cache[seg.write_at] = qkv[:, :, 2]
+        keys = k_cache[seg.rows, :, : seg.kv_len]  # [R, H, K, D]
+        values = v_cache[seg.rows, :, : seg.kv_len]
+        q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, H, T, D]
+        if seg.members is not None:
+            q_all = np.zeros((keys.shape[0], heads, n_tokens, dim), dtype=F32)
+            q_all[seg.members] = q
+            q = q_all
+        att = q @ keys.transpose(0, 1, 3, 2)  # [R, H, T, K]
+        if seg.mask is not None:
+            att += seg.mask
+        # Softmax; ufunc reductions skip ndarray.max/sum's Python-level wrappers.
+        att -= np.maximum.reduce(att, axis=-1, keepdims=True)
+        np.exp(att, out=att)
+        att /= np.add.reduce(att, axis=-1, keepdims=True)
+        y = att @ values
+        if seg.members is not None:
+            y = y[seg.members]
+        return y.transpose(0, 2, 1, 3).reshape(n_batch * n_tokens, heads * dim)

@@ -69,31 +69,39 @@ class KVCache:
         """How many more sequences can be allocated right now."""
         return self.n_slots - int(self._in_use.sum())
 
-    def check_append(self, slots: Sequence[int], n_new: int) -> None:
+    def check_append(self, slots: Sequence[int], n_new: int | Sequence[int]) -> None:
         """Fail before any work if ``slots`` are not distinct allocated slots with room for
-        ``n_new`` more positions each."""
+        ``n_new`` more positions each (one count for all, or one per slot)."""
         self._check_allocated(slots)
         if len(set(slots)) != len(slots):
             raise SlotError(f"slots in one batch must be distinct, got {list(slots)}.")
-        for slot in slots:
-            if self.lengths[slot] + n_new > self.max_len:
+        counts = [n_new] * len(slots) if isinstance(n_new, int) else list(n_new)
+        for slot, count in zip(slots, counts, strict=True):
+            if self.lengths[slot] + count > self.max_len:
                 raise SequenceTooLongError(
-                    f"slot {slot} holds {self.lengths[slot]} tokens; adding {n_new} would make "
-                    f"{self.lengths[slot] + n_new}, above max_seq_len={self.max_len}."
+                    f"slot {slot} holds {self.lengths[slot]} tokens; adding {count} would make "
+                    f"{self.lengths[slot] + count}, above max_seq_len={self.max_len}."
                 )
 
-    def advance(self, slots: np.ndarray, n_new: int) -> None:
-        """Record that ``n_new`` positions were written to each of ``slots``."""
+    def advance(self, slots: np.ndarray, n_new: int | np.ndarray) -> None:
+        """Record that ``n_new`` positions (one count for all, or one per slot) were written."""
         self.lengths[slots] += n_new
 
     @staticmethod
-    def rows(slots: Sequence[int]) -> slice | np.ndarray:
-        """Index for ``slots`` along the slot axis: a slice when they are consecutive and
-        ascending (numpy returns a view, no copy), otherwise an index array (a gather)."""
-        first = slots[0]
-        if list(slots) == list(range(first, first + len(slots))):
-            return slice(first, first + len(slots))
-        return np.asarray(slots, dtype=np.intp)
+    def rows(slots: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray | None]:
+        """How a batch of ascending ``slots`` reads the slot axis, and where its rows sit.
+
+        Consecutive slots are a slice (numpy returns a view, no copy). Slots with a few idle
+        ones in between are the slice over their whole range plus the batch's offsets in it:
+        attending for a few idle rows costs less than copying everyone's keys. Sparser
+        batches are an index array (a gather), offsets None.
+        """
+        low, high = int(slots[0]), int(slots[-1]) + 1
+        if high - low == len(slots):
+            return slice(low, high), None
+        if high - low <= 2 * len(slots):
+            return slice(low, high), slots - low
+        return slots, None
 
     def _check_allocated(self, slots: Sequence[int]) -> None:
         for slot in slots:

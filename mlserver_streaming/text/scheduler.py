@@ -44,7 +44,9 @@ class Engine(Protocol):
     def allocate(self) -> int: ...
     def release(self, slot: int) -> None: ...
     def free_slots(self) -> int: ...
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray: ...
+    def prefill_many(
+        self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]
+    ) -> np.ndarray: ...
     def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray: ...
 
 
@@ -162,14 +164,14 @@ class Scheduler:
             self._emit(request, request.generation.finish(FinishReason.CANCELLED))
 
     def step(self) -> None:
-        """One engine step: reap, admit, prefill one chunk, decode all running sequences."""
+        """One engine step: reap, admit, prefill up to a chunk of prompt tokens (new prompts
+        together, in one forward), then decode every sequence whose prompt is in, the ones
+        just prefilled included."""
         self._reap(self.clock())
         self._admit()
-        ready = [r for r in self._running if r.prefill_done]
-        self._prefill()
-        if self.on_prefilled is not None:
-            self.on_prefilled()  # first tokens can leave before everyone's decode runs
-        self._decode(ready)
+        if self._prefill() and self.on_prefilled is not None:
+            self.on_prefilled()  # first tokens leave before everyone's decode runs
+        self._decode()
         self.steps += 1
         if self.metrics is not None:
             self.metrics.steps.inc()
@@ -201,26 +203,37 @@ class Scheduler:
             if self.metrics is not None:
                 self.metrics.queue_time.observe(request.admitted_at - request.arrival)
 
-    def _prefill(self) -> None:
-        budget = self.prefill_chunk_tokens
-        for request in [r for r in self._running if not r.prefill_done]:
+    def _prefill(self) -> bool:
+        """Prefill the next chunks of waiting prompts, at most `prefill_chunk_tokens` in all,
+        in one forward; sample the first token of each prompt that is now complete."""
+        budget, batch, chunks = self.prefill_chunk_tokens, [], []
+        for request in self._running:
+            if budget <= 0:
+                break
+            if request.prefill_done:
+                continue
             prompt = request.generation.prompt_ids
             chunk = prompt[request.prefilled : request.prefilled + budget]
-            assert request.slot is not None
-            logits = self.engine.prefill(request.slot, chunk)
-            request.prefilled += len(chunk)
+            batch.append(request)
+            chunks.append(chunk)
             budget -= len(chunk)
-            if self.metrics is not None:
-                self.metrics.prompt_tokens.inc(len(chunk))
-            if request.prefill_done:
-                self._advance_all([request], logits[None, :])
-            if budget <= 0:
-                return
+        if not batch:
+            return False
+        logits = self.engine.prefill_many([r.slot for r in batch], chunks)  # type: ignore[misc]
+        for request, chunk in zip(batch, chunks, strict=True):
+            request.prefilled += len(chunk)
+        if self.metrics is not None:
+            self.metrics.prompt_tokens.inc(sum(len(c) for c in chunks))
+        done = [i for i, r in enumerate(batch) if r.prefill_done]
+        if done:
+            self._advance_all([batch[i] for i in done], logits[done])
+        return True
 
-    def _decode(self, ready: list[SequenceRequest]) -> None:
-        batch = [r for r in ready if r.generation.finish_reason is None and r in self._running]
+    def _decode(self) -> None:
+        batch = [r for r in self._running if r.prefill_done]
         if not batch:
             return
+        batch.sort(key=lambda r: r.slot)  # type: ignore[arg-type, return-value]
         slots = [r.slot for r in batch]
         tokens = [r.generation.last_token for r in batch]
         logits = self.engine.decode(slots, tokens)  # type: ignore[arg-type]

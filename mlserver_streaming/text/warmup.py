@@ -18,8 +18,7 @@ def warm_up(engine: Engine, tokens: int) -> None:
     try:
         while engine.free_slots() > 0:
             slots.append(engine.allocate())
-        for slot in slots:
-            engine.prefill(slot, [0, 1, 2, 3])
+        engine.prefill_many(slots, [[0, 1, 2, 3]] * len(slots))
         for _ in range(tokens):
             engine.decode(slots, [0] * len(slots))
             engine.decode(slots[:1], [0])
