@@ -8,7 +8,7 @@ import numpy as np
 from mlserver.types import ResponseOutput
 
 from ..events import ERROR, ERROR_RETRYABLE, ParamValue
-from ..tensors import encode_array, encode_text
+from ..tensors import encode_array, encode_ints, encode_text
 from .generation import Delta, Generation
 
 OUTPUT_TEXT = "text"
@@ -39,7 +39,7 @@ def delta_outputs(delta: Delta, logprobs: int | None) -> list[ResponseOutput]:
     """`text` and `token_ids`, plus logprob tensors when the request asked for them."""
     outputs = [
         encode_text(OUTPUT_TEXT, delta.text),
-        encode_array(OUTPUT_TOKEN_IDS, np.asarray(delta.token_ids, dtype=np.int64)),
+        encode_ints(OUTPUT_TOKEN_IDS, delta.token_ids),
     ]
     if logprobs is None:
         return outputs
