@@ -98,3 +98,19 @@ def test_finish_flushes_held_back_text(tokenizer):
     assert "".join(d.text for d in deltas) == "Alas, poor "  # "Yor" may start the stop
     last = generation.finish(FinishReason.CANCELLED)
     assert last.text == "Yor" and last.finish_reason is FinishReason.CANCELLED
+
+
+@pytest.mark.parametrize("interval", [1, 3, 8])
+def test_stream_interval_sends_the_first_text_at_once_then_every_n_tokens(tokenizer, interval):
+    ids = tokenizer.encode("Now is the winter of our discontent made glorious summer").ids
+    generation = Generation([1], greedy(len(ids), stream_interval=interval), tokenizer, 0)
+    deltas = feed(generation, ids, tokenizer.get_vocab_size())
+    sizes = [len(d.token_ids) for d in deltas]
+    assert sizes[0] == 1  # this text has no held-back characters
+    assert all(size >= interval for size in sizes[1:-1])
+    assert sum(sizes) == len(ids) and deltas[-1].finish_reason is FinishReason.LENGTH
+    assert "".join(d.text for d in deltas) == tokenizer.decode(ids)
+    if interval == 1:
+        assert sizes == [1] * len(ids)
+    else:
+        assert len(deltas) <= 2 + len(ids) // interval

@@ -24,6 +24,7 @@ def test_parameter_names_are_the_fields() -> None:
         "stop",
         "repetition_penalty",
         "logprobs",
+        "stream_interval",
     )
 
 
@@ -38,9 +39,10 @@ def test_rest_values() -> None:
             "stop": ["\n\n", "KING:"],
             "repetition_penalty": 1.2,
             "logprobs": 3,
+            "stream_interval": 4,
         }
     )
-    assert params == GenerationParams(40, 0.7, 40, 0.9, 7, ("\n\n", "KING:"), 1.2, 3)
+    assert params == GenerationParams(40, 0.7, 40, 0.9, 7, ("\n\n", "KING:"), 1.2, 3, 4)
 
 
 def test_grpc_values_are_all_strings() -> None:
@@ -53,8 +55,9 @@ def test_grpc_values_are_all_strings() -> None:
         "stop": '["\\n\\n", "KING:"]',
         "repetition_penalty": "1.2",
         "logprobs": "3",
+        "stream_interval": "4",
     }
-    assert build(raw) == GenerationParams(40, 0.7, 40, 0.9, 7, ("\n\n", "KING:"), 1.2, 3)
+    assert build(raw) == GenerationParams(40, 0.7, 40, 0.9, 7, ("\n\n", "KING:"), 1.2, 3, 4)
 
 
 @pytest.mark.parametrize(
@@ -111,6 +114,8 @@ def test_missing_seed_is_drawn_and_kept() -> None:
         ({"seed": -1}, "seed must be in [0, 9223372036854775807], got -1."),
         ({"repetition_penalty": 0}, "repetition_penalty must be in (0, 10], got 0."),
         ({"logprobs": 21}, "logprobs must be in [0, 20], got 21."),
+        ({"stream_interval": 0}, "stream_interval must be in [1, 64], got 0."),
+        ({"stream_interval": 65}, "stream_interval must be in [1, 64], got 65."),
         ({"stop": 5}, "stop must be a string, a list of strings or a JSON array"),
         ({"stop": "[1, 2]"}, "stop must be a string, a list of strings or a JSON array"),
         ({"stop": [""]}, "each stop sequence must be a string of 1 to 128 characters, got ''."),

@@ -56,6 +56,7 @@ class Generation:
         self._history = np.empty(len(self.prompt_ids) + params.max_tokens, dtype=np.int64)
         self._history[: len(self.prompt_ids)] = self.prompt_ids
         self._pending = Delta()
+        self._sent_text = False
 
     @property
     def prompt_tokens(self) -> int:
@@ -101,6 +102,9 @@ class Generation:
             return self.finish(reason)
         if not pending.text:
             return None  # held back (half a character or a possible stop sequence)
+        if self._sent_text and len(pending.token_ids) < self.params.stream_interval:
+            return None  # the first text goes at once; later ones by stream_interval tokens
+        self._sent_text = True
         return self._take()
 
     def finish(

@@ -21,6 +21,7 @@ MAX_LOGPROBS = 20
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 10.0
 MAX_REPETITION_PENALTY = 10.0
+MAX_STREAM_INTERVAL = 64
 
 
 def random_seed() -> int:
@@ -48,6 +49,10 @@ class GenerationParams:
     """CTRL-style penalty in (0, 10] on tokens of prompt and output; 1 switches it off."""
     logprobs: int | None = None
     """None: no logprobs; n in [0, 20]: the chosen token's logprob plus the n most likely."""
+    stream_interval: int = 1
+    """Tokens per streamed event, in [1, 64] (SGLang's and vLLM's `stream_interval`): 1 sends
+    every token; more sends fewer, larger events, which costs the server and the client less.
+    The first text and the end are always sent at once."""
 
     def __post_init__(self) -> None:
         check_range("max_tokens", self.max_tokens, 1)
@@ -61,6 +66,7 @@ class GenerationParams:
         )
         if self.logprobs is not None:
             check_range("logprobs", self.logprobs, 0, MAX_LOGPROBS)
+        check_range("stream_interval", self.stream_interval, 1, MAX_STREAM_INTERVAL)
 
     @property
     def greedy(self) -> bool:
@@ -111,6 +117,7 @@ _NORMALISERS: dict[str, Callable[[str, Any], Any]] = {
     "stop": _as_stop,
     "repetition_penalty": as_float,
     "logprobs": _as_optional_int,
+    "stream_interval": as_int,
 }
 assert set(_NORMALISERS) == set(PARAMETER_NAMES)
 

@@ -139,6 +139,28 @@ async def test_every_parameter_is_honoured_over_grpc_exactly_as_over_rest(server
         assert not any(c in summary(rest)[0] for c in "ea")
 
 
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+async def test_stream_interval_groups_tokens_into_fewer_events_with_the_same_text(
+    server, transport
+):
+    base = {"max_tokens": 30, "seed": 3, "temperature": 0.8}
+
+    async def events(interval: int) -> list[dict]:
+        body = request("HAMLET:", **base, stream_interval=interval)
+        if transport == "rest":
+            return await sse_events(server.http_url, STREAM, body)
+        streamed = await grpc_stream(server.grpc_target, [to_grpc(grpc_safe(body), MODEL)])
+        return [as_json(r) for r in streamed]
+
+    every_token, grouped = await events(1), await events(5)
+    sizes = [len(output(e, "token_ids")) for e in grouped]
+    assert summary(grouped)[:2] == summary(every_token)[:2]
+    assert params_of(grouped[-1])["final"] is True
+    assert sizes[0] <= 2  # the first text is not held for the interval
+    assert all(size >= 5 for size in sizes[1:-1]), sizes
+    assert len(grouped) < len(every_token) / 3
+
+
 BAD = [
     (request(top_p=1.5), "top_p must be in (0, 1], got 1.5."),
     (request(temprature=0.5), "unknown parameter 'temprature'"),
@@ -146,6 +168,7 @@ BAD = [
     (request(""), "input 'prompt' must not be empty."),
     (request("word " * 400), "input 'prompt' must be at most"),
     (request(temperature="hot"), "temperature must be a number, got 'hot'."),
+    (request(stream_interval=0), "stream_interval must be in [1, 64], got 0."),
     (
         {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
         "input 'prompt' is required",
