@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import httpx
 import mlserver.grpc.dataplane_pb2_grpc as dataplane
+import uvloop
 from common import MODEL_REPO, median, percentile, served, write_results
 from httpx_sse import aconnect_sse
 
@@ -46,6 +47,7 @@ class StreamStats:
     tokens: int = 0
     ttft: float | None = None
     gaps: list[float] = field(default_factory=list)
+    event_gaps: list[float] = field(default_factory=list)
     error: str | None = None
     hung: bool = False
 
@@ -56,12 +58,15 @@ def output_length(i: int, mean: int) -> int:
     return mean // 2 + (i * 37) % mean
 
 
-def body(i: int, max_tokens: int) -> dict:
+def body(i: int, max_tokens: int, stream_interval: int = 1) -> dict:
     """Request i: a varied prompt, sampled, seeded, fixed length (no stop sequences)."""
     prompt = PROMPTS[i % len(PROMPTS)]
+    params = {"max_tokens": output_length(i, max_tokens), **SAMPLING, "seed": i}
+    if stream_interval != 1:
+        params["stream_interval"] = stream_interval
     return {
         "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
-        "parameters": {"max_tokens": output_length(i, max_tokens), **SAMPLING, "seed": i},
+        "parameters": params,
     }
 
 
@@ -80,6 +85,7 @@ class Recorder:
                 self.stats.ttft = now - self.start
             else:
                 self.stats.gaps.extend([(now - self.last) / n_tokens] * n_tokens)
+                self.stats.event_gaps.append(now - self.last)
             self.last = now
             self.stats.tokens += n_tokens
         if final is not None and final.get("finish_reason") == "error":
@@ -140,40 +146,56 @@ async def guarded(coro, timeout: float) -> StreamStats:
 
 
 async def run_level(
-    server, transport: str, n: int, requests: int, max_tokens: int, timeout: float
+    server,
+    transport: str,
+    n: int,
+    requests: int,
+    max_tokens: int,
+    timeout: float,
+    stream_interval: int = 1,
 ) -> dict:
-    """N closed-loop workers, each streaming `requests` completions in a row."""
+    """N closed-loop workers, each streaming `requests` completions in a row.
+
+    Each worker is a client of its own: REST workers draw from a pool of N connections, gRPC
+    workers each open a channel with its own connection (gRPC would otherwise multiplex every
+    stream over one). Each worker connects before its first request is timed.
+    """
     limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
     url = f"{server.http_url}/v2/models/shakespeare/generate_stream"
-    async with (
-        httpx.AsyncClient(timeout=timeout, limits=limits) as client,
-        grpc.aio.insecure_channel(server.grpc_target) as channel,
-    ):
-        stub = dataplane.GRPCInferenceServiceStub(channel)
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
 
         async def worker(w: int) -> list[StreamStats]:
             out = []
-            for r in range(requests):
-                req = body(w * requests + r, max_tokens)
+            async with grpc.aio.insecure_channel(server.grpc_target, own_connection) as channel:
+                stub = dataplane.GRPCInferenceServiceStub(channel)
                 if transport == "rest":
-                    out.append(await guarded(rest_stream(client, url, req), timeout))
+                    await client.get(f"{server.http_url}/v2/health/live")
                 else:
-                    out.append(await guarded(grpc_stream_one(stub, req), timeout))
+                    await channel.channel_ready()
+                for r in range(requests):
+                    req = body(w * requests + r, max_tokens, stream_interval)
+                    if transport == "rest":
+                        out.append(await guarded(rest_stream(client, url, req), timeout))
+                    else:
+                        out.append(await guarded(grpc_stream_one(stub, req), timeout))
             return out
 
         start = time.perf_counter()
         results = [s for ws in await asyncio.gather(*(worker(w) for w in range(n))) for s in ws]
         wall = time.perf_counter() - start
-    return summarize(transport, n, results, wall)
+    return {**summarize(transport, n, results, wall), "stream_interval": stream_interval}
 
 
 def summarize(transport: str, n: int, results: list[StreamStats], wall: float) -> dict:
     """One row of the results table."""
     ttfts = [s.ttft for s in results if s.ttft is not None]
     gaps = [g for s in results for g in s.gaps]
+    event_gaps = [g for s in results for g in s.event_gaps]
     tokens = sum(s.tokens for s in results)
     return {
         "transport": transport,
+        "stream_interval": 1,
         "streams": n,
         "requests": len(results),
         "tokens": tokens,
@@ -183,6 +205,7 @@ def summarize(transport: str, n: int, results: list[StreamStats], wall: float) -
         "ttft_p99_ms": round(percentile(ttfts, 99) * 1e3, 1),
         "itl_p50_ms": round(percentile(gaps, 50) * 1e3, 2),
         "itl_p99_ms": round(percentile(gaps, 99) * 1e3, 2),
+        "event_gap_p50_ms": round(percentile(event_gaps, 50) * 1e3, 2),
         "errors": sum(1 for s in results if s.error),
         "hung": sum(1 for s in results if s.hung),
     }
@@ -232,6 +255,7 @@ def transformers_cb(n: int, requests: int, max_tokens: int) -> dict:
     ttfts = [o.timestamps[0] - o.created_time for o in outputs if o.timestamps]
     return {
         "transport": "transformers-cb",
+        "stream_interval": "",
         "streams": n,
         "requests": len(outputs),
         "tokens": tokens,
@@ -256,6 +280,7 @@ def markdown(rows: list[dict]) -> str:
     """The results table for benchmarks/README.md."""
     cols = [
         "transport",
+        "stream_interval",
         "streams",
         "requests",
         "tokens_per_s",
@@ -263,6 +288,7 @@ def markdown(rows: list[dict]) -> str:
         "ttft_p99_ms",
         "itl_p50_ms",
         "itl_p99_ms",
+        "event_gap_p50_ms",
         "errors",
         "hung",
     ]
@@ -272,16 +298,73 @@ def markdown(rows: list[dict]) -> str:
 
 
 async def serve_and_load(args) -> list[dict]:
+    """Each repeat: every server row, then transformers' rows while the server is idle."""
     rows = []
     with served(["shakespeare"], args.repo) as server:
-        for transport in args.transports:
-            for n in args.levels:
-                row = await run_level(
-                    server, transport, n, args.requests, args.max_tokens, args.timeout
-                )
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+        for repeat in range(args.repeats):
+            for interval in args.stream_intervals:
+                for transport in args.transports:
+                    for n in args.levels:
+                        row = await run_level(
+                            server,
+                            transport,
+                            n,
+                            args.requests,
+                            args.max_tokens,
+                            args.timeout,
+                            interval,
+                        )
+                        rows.append({**row, "repeat": repeat})
+                        print(json.dumps(rows[-1]), flush=True)
+            if args.transformers:
+                for n in (1, 32):
+                    if n in args.levels:
+                        row = transformers_cb(n, args.requests, args.max_tokens)
+                        rows.append({**row, "repeat": repeat})
+                        print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per (transport, stream_interval, streams): medians over the repeats; errors
+    and hung streams summed."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["transport"], row["stream_interval"], row["streams"]), []).append(
+            row
+        )
+    out = []
+    for group in groups.values():
+        merged = dict(group[0])
+        for key, value in group[0].items():
+            if key in ("errors", "hung", "requests", "tokens"):
+                merged[key] = sum(r[key] for r in group)
+            elif isinstance(value, float) and key != "repeat":
+                merged[key] = round(median([r[key] for r in group]), 2)
+        merged["repeats"] = len(group)
+        merged.pop("repeat", None)
+        out.append(merged)
+    return out
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """The issue's targets, from the median rows."""
+    by = {(r["transport"], r["stream_interval"], r["streams"]): r for r in rows}
+    cb32 = by.get(("transformers-cb", "", 32))
+    lines = []
+    for (transport, interval, n), row in by.items():
+        if transport == "transformers-cb" or n != 32 or (transport, interval, 1) not in by:
+            continue
+        one = by[(transport, interval, 1)]
+        text = (
+            f"{transport} stream_interval={interval}: 32 vs 1 stream "
+            f"{row['tokens_per_s'] / one['tokens_per_s']:.2f}x tokens/s, "
+            f"TTFT p50 {row['ttft_p50_ms'] / one['ttft_p50_ms']:.2f}x"
+        )
+        if cb32 is not None:
+            text += f", vs transformers CB at 32 {row['tokens_per_s'] / cb32['tokens_per_s']:.2f}x"
+        lines.append(text)
+    return lines
 
 
 def main() -> None:
@@ -292,19 +375,20 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="mean output length")
     parser.add_argument("--timeout", type=float, default=120.0, help="a stream past it is hung")
     parser.add_argument("--transformers", action="store_true", help="also run transformers CB")
+    parser.add_argument("--repeats", type=int, default=1, help="whole runs; medians reported")
+    parser.add_argument(
+        "--stream-intervals", type=int, nargs="+", default=[1], help="tokens per event to try"
+    )
     parser.add_argument("--repo", type=Path, default=MODEL_REPO, help="model repository to serve")
     args = parser.parse_args()
 
-    rows = asyncio.run(serve_and_load(args))
-    if args.transformers:
-        for n in (1, 32):
-            if n in args.levels:
-                row = transformers_cb(n, args.requests, args.max_tokens)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-    print(markdown(rows))
+    # uvloop (MLServer's own loop) for the clients too: less of the shared CPU goes to them.
+    rows = uvloop.run(serve_and_load(args))
+    table = medians(rows)
+    print(markdown(table))
+    print("\n".join(ratios(table)))
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    print("wrote", write_results("load_text", {"args": settings, "rows": rows}))
+    print("wrote", write_results("load_text", {"args": settings, "rows": rows, "medians": table}))
 
 
 if __name__ == "__main__":
