@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -39,10 +39,17 @@ class FakeEngine:
             self.tokens[slot].extend(chunk)
         return np.stack([self._logits(slot) for slot in slots])
 
-    def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
+    def decode(
+        self,
+        slots: Sequence[int],
+        token_ids: Sequence[int],
+        between_layers: Callable[[], object] | None = None,
+    ) -> np.ndarray:
         if self.fail_on_decode:
             raise RuntimeError("boom")
         self.decode_calls.append(list(slots))
+        if between_layers is not None:  # one layer boundary
+            between_layers()
         for slot, token in zip(slots, token_ids, strict=True):
             self.tokens[slot].append(token)
         return np.stack([self._logits(slot) for slot in slots])

@@ -196,6 +196,32 @@ def test_prefill_many_equals_prefilling_each_alone(checkpoints, resume):
     )
 
 
+def test_prefill_between_the_layers_of_a_decode_changes_neither(checkpoints):
+    plain = GPT2Engine.from_pretrained(checkpoints["float32"], max_slots=4)
+    mixed = GPT2Engine.from_pretrained(checkpoints["float32"], max_slots=4)
+    for engine in (plain, mixed):
+        for slot in range(4):
+            engine.allocate()
+            engine.prefill(slot, PROMPT[: 3 + 2 * slot])
+        engine.release(1)  # an idle row inside the decode's view; the newcomer takes it
+    expected_decode = plain.decode([0, 2, 3], [7, 8, 9])
+    expected_prefill = plain.prefill(plain.allocate(), PROMPT)
+    calls, newcomer = [], []
+
+    def between_layers() -> None:
+        calls.append(len(calls))
+        if not newcomer:
+            slot = mixed.allocate()
+            assert slot == 1
+            newcomer.append(mixed.prefill(slot, PROMPT))
+
+    decoded = mixed.decode([0, 2, 3], [7, 8, 9], between_layers)
+    assert len(calls) == TINY["n_layer"] - 1
+    np.testing.assert_allclose(decoded, expected_decode, atol=1e-6)
+    np.testing.assert_allclose(newcomer[0], expected_prefill, atol=1e-6)
+    assert [mixed.length(s) for s in range(4)] == [4, len(PROMPT), 8, 10]
+
+
 def test_released_slot_gives_fresh_results(engine):
     fresh = engine.prefill(engine.allocate(), PROMPT[:4])
     slot = engine.allocate()

@@ -78,6 +78,32 @@ def test_new_request_joins_the_running_batch_at_the_next_step(tokenizer):
     assert a.generation.finish_reason is None
 
 
+def test_request_arriving_during_a_decode_gets_its_first_token_before_that_decode_ends(
+    tokenizer,
+):
+    engine = FakeEngine(4096, max_slots=4)
+    scheduler = make_scheduler(engine)
+    a, _ = make_request(tokenizer)
+    b, b_deltas = make_request(tokenizer, seed=8)
+    scheduler.submit(a)
+    scheduler.step()
+    seen_in_decode = []
+
+    def arrive() -> None:  # the engine process reads its pipe here
+        if not seen_in_decode:
+            scheduler.submit(b)
+        seen_in_decode.append(b.generation.completion_tokens)
+
+    scheduler.poll = arrive
+    scheduler.step()  # a decodes; b arrives after its first layer
+    assert engine.decode_calls[-1] == [a.slot]
+    assert engine.prefill_batches[-1] == [b.slot]
+    assert seen_in_decode == [0] and b.generation.completion_tokens == 1
+    assert [len(d.token_ids) for d in b_deltas] == [1]
+    scheduler.step()
+    assert engine.decode_calls[-1] == [a.slot, b.slot]
+
+
 def test_prompts_arriving_together_share_one_prefill_forward(tokenizer):
     engine = FakeEngine(4096, max_slots=4)
     scheduler = make_scheduler(engine, prefill_chunk_tokens=20)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -177,9 +177,18 @@ class GPT2Engine:
             )
         return self._run(slots, [np.asarray([t], dtype=np.intp) for t in token_ids])
 
-    def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
+    def decode(
+        self,
+        slots: Sequence[int],
+        token_ids: Sequence[int],
+        between_layers: Callable[[], object] | None = None,
+    ) -> np.ndarray:
         """Feed one token to each slot, each at its own position, in one batched forward;
-        returns float32 logits [len(slots), vocab]."""
+        returns float32 logits [len(slots), vocab].
+
+        ``between_layers`` runs after every layer but the last. It may use other slots of
+        this engine (prefill a new sequence, say): the decode touches only its own.
+        """
         if len(slots) != len(token_ids) or len(slots) == 0:
             raise ValueError(
                 "decode needs one token id per slot and at least one slot, got "
@@ -188,14 +197,19 @@ class GPT2Engine:
         slot_ids = np.asarray(slots, dtype=np.intp)
         tokens = np.asarray(token_ids, dtype=np.intp)[:, None]
         if np.all(slot_ids[:-1] < slot_ids[1:]):
-            return self._run(slots, [tokens])
+            return self._run(slots, [tokens], between_layers)
         # In ascending slot order the batch reads the cache as a view, without a gather.
         order = np.argsort(slot_ids)
         logits = np.empty((len(slots), self.config.vocab_size), dtype=F32)
-        logits[order] = self._run(slot_ids[order].tolist(), [tokens[order]])
+        logits[order] = self._run(slot_ids[order].tolist(), [tokens[order]], between_layers)
         return logits
 
-    def _run(self, slots: Sequence[int], groups: list[np.ndarray]) -> np.ndarray:
+    def _run(
+        self,
+        slots: Sequence[int],
+        groups: list[np.ndarray],
+        between_layers: Callable[[], object] | None = None,
+    ) -> np.ndarray:
         """Validate, run the forward and advance the lengths. ``groups`` are the segments'
         token arrays [B_i, T_i], taking ``slots`` in order."""
         news = [g.shape[1] for g in groups for _ in range(g.shape[0])]
@@ -207,11 +221,16 @@ class GPT2Engine:
                 f"token ids must be in [0, {self.config.vocab_size}), got min {low} and max {high}."
             )
         slot_ids = np.asarray(slots, dtype=np.intp)
-        logits = self._forward(slot_ids, groups)
+        logits = self._forward(slot_ids, groups, between_layers)
         self._cache.advance(slot_ids, np.asarray(news, dtype=np.intp))
         return logits
 
-    def _forward(self, slots: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    def _forward(
+        self,
+        slots: np.ndarray,
+        groups: list[np.ndarray],
+        between_layers: Callable[[], object] | None = None,
+    ) -> np.ndarray:
         """Logits of each sequence's last new token; writes the new keys/values to the cache."""
         segments, last_rows, start, first = [], [], 0, 0
         for tokens in groups:
@@ -226,6 +245,8 @@ class GPT2Engine:
         x = self._wte[ids]
         x += self._wpe[positions]
         for layer, blk in enumerate(self._blocks):
+            if layer and between_layers is not None:
+                between_layers()
             x = self._block(layer, blk, x, segments)
         rows = np.concatenate(last_rows) if len(last_rows) > 1 else last_rows[0]
         h = _normalize(x[rows], self._avg, self._eps)

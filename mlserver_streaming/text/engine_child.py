@@ -67,6 +67,8 @@ class _EngineLoop:
         self.stopping = False
         # First tokens go out as soon as their prefill ends, not after the batch decode.
         scheduler.on_prefilled = self._flush
+        # Requests that arrive during a decode start between its layers.
+        scheduler.poll = self._poll
 
     def run(self) -> None:
         """Read commands between steps (so a cancel lands at the next step), step, report."""
@@ -89,6 +91,10 @@ class _EngineLoop:
                 self._handle(self.commands.recv())
         except (EOFError, OSError):  # the server's process is gone: nobody to serve
             self.stopping = True
+
+    def _poll(self) -> None:
+        if not self.stopping:
+            self._read_commands(block=False)
 
     def _handle(self, command: Submit | Cancel | Stop) -> None:
         if isinstance(command, Stop):

@@ -47,7 +47,12 @@ class Engine(Protocol):
     def prefill_many(
         self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]
     ) -> np.ndarray: ...
-    def decode(self, slots: Sequence[int], token_ids: Sequence[int]) -> np.ndarray: ...
+    def decode(
+        self,
+        slots: Sequence[int],
+        token_ids: Sequence[int],
+        between_layers: Callable[[], object] | None = None,
+    ) -> np.ndarray: ...
 
 
 @dataclass(eq=False)
@@ -92,7 +97,11 @@ class Scheduler:
         self.clock = clock
         self.steps = 0
         self.on_prefilled: Callable[[], None] | None = None
-        """Called between prefill and decode in each step (the engine process flushes there)."""
+        """Called after each prefill that sampled first tokens (the engine process flushes
+        them there, before everyone's decode ends)."""
+        self.poll: Callable[[], None] | None = None
+        """Called between layers of each decode, before looking for new requests (the engine
+        process reads its command pipe there)."""
         self._waiting: deque[SequenceRequest] = deque()
         self._running: list[SequenceRequest] = []
         self._cond = threading.Condition()
@@ -169,8 +178,7 @@ class Scheduler:
         just prefilled included."""
         self._reap(self.clock())
         self._admit()
-        if self._prefill() and self.on_prefilled is not None:
-            self.on_prefilled()  # first tokens leave before everyone's decode runs
+        self._prefill(self._running)
         self._decode()
         self.steps += 1
         if self.metrics is not None:
@@ -191,23 +199,27 @@ class Scheduler:
                 message = f"request deadline exceeded after {waited:.1f} s"
                 self._finish(request, request.generation.finish(FinishReason.TIMEOUT, message))
 
-    def _admit(self) -> None:
+    def _admit(self) -> list[SequenceRequest]:
+        admitted: list[SequenceRequest] = []
         while len(self._running) < self.max_running and self.engine.free_slots() > 0:
             with self._cond:
                 if not self._waiting:
-                    return
+                    break
                 request = self._waiting.popleft()
             request.slot = self.engine.allocate()
             request.admitted_at = self.clock()
             self._running.append(request)
+            admitted.append(request)
             if self.metrics is not None:
                 self.metrics.queue_time.observe(request.admitted_at - request.arrival)
+        return admitted
 
-    def _prefill(self) -> bool:
-        """Prefill the next chunks of waiting prompts, at most `prefill_chunk_tokens` in all,
-        in one forward; sample the first token of each prompt that is now complete."""
+    def _prefill(self, candidates: list[SequenceRequest]) -> None:
+        """Prefill the next chunks of the candidates' prompts, at most `prefill_chunk_tokens`
+        in all, in one forward; sample the first token of each prompt that is now complete
+        and hand those out at once (`on_prefilled`)."""
         budget, batch, chunks = self.prefill_chunk_tokens, [], []
-        for request in self._running:
+        for request in candidates:
             if budget <= 0:
                 break
             if request.prefill_done:
@@ -218,7 +230,7 @@ class Scheduler:
             chunks.append(chunk)
             budget -= len(chunk)
         if not batch:
-            return False
+            return
         logits = self.engine.prefill_many([r.slot for r in batch], chunks)  # type: ignore[misc]
         for request, chunk in zip(batch, chunks, strict=True):
             request.prefilled += len(chunk)
@@ -227,7 +239,17 @@ class Scheduler:
         done = [i for i, r in enumerate(batch) if r.prefill_done]
         if done:
             self._advance_all([batch[i] for i in done], logits[done])
-        return True
+            if self.on_prefilled is not None:
+                self.on_prefilled()  # first tokens leave before everyone's decode ends
+
+    def _between_layers(self) -> None:
+        """Mid-decode: start the requests that arrived since the step began, so a new prompt
+        waits for one layer of the others' decode, not for all of it. The engine leaves the
+        decode's slots alone meanwhile; the new ones decode from the next step."""
+        if self.poll is not None:
+            self.poll()
+        if self._waiting:
+            self._prefill(self._admit())
 
     def _decode(self) -> None:
         batch = [r for r in self._running if r.prefill_done]
@@ -236,7 +258,7 @@ class Scheduler:
         batch.sort(key=lambda r: r.slot)  # type: ignore[arg-type, return-value]
         slots = [r.slot for r in batch]
         tokens = [r.generation.last_token for r in batch]
-        logits = self.engine.decode(slots, tokens)  # type: ignore[arg-type]
+        logits = self.engine.decode(slots, tokens, self._between_layers)  # type: ignore[arg-type]
         self._advance_all(batch, logits)
 
     def _advance_all(self, batch: list[SequenceRequest], logits: np.ndarray) -> None:
