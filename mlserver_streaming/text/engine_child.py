@@ -6,6 +6,7 @@ drains pending commands between steps, so a cancel takes effect at the next step
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from multiprocessing.connection import Connection
@@ -41,6 +42,7 @@ def run_engine(
     except Exception as err:  # noqa: BLE001 - any start-up failure goes to the parent
         reports.send(Failed(f"{type(err).__name__}: {err}"))
         return
+    gc.freeze()  # full collections walk only what the loop makes, not the loaded model
     reports.send(Ready())
     _EngineLoop(scheduler, tokenizer, eos_token_id, commands, reports).run()
 

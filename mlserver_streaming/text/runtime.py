@@ -9,6 +9,7 @@ follow the stream contract.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -72,6 +73,8 @@ class TextGenerator(MLModel):
         GenerationParams.check_defaults(self._config.defaults, self._config.max_tokens_cap)
         self._eos = config.eos_token_id
         self._engine = await self._start_engine(folder)
+        if self._config.gc_freeze:
+            gc.freeze()  # see TextGenerationSettings.gc_freeze
         return True
 
     async def _start_engine(self, folder: Path) -> TextEngine[Any]:
