@@ -59,11 +59,11 @@ def output_length(i: int, mean: int) -> int:
     return mean // 2 + (i * 37) % mean
 
 
-def body(i: int, max_tokens: int, stream_interval: int = 1) -> dict:
+def body(i: int, max_tokens: int, stream_interval: int = 0) -> dict:
     """Request i: a varied prompt, sampled, seeded, fixed length (no stop sequences)."""
     prompt = PROMPTS[i % len(PROMPTS)]
     params = {"max_tokens": output_length(i, max_tokens), **SAMPLING, "seed": i}
-    if stream_interval != 1:
+    if stream_interval:  # 0: the server's default (auto)
         params["stream_interval"] = stream_interval
     return {
         "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
@@ -153,7 +153,7 @@ async def run_level(
     requests: int,
     max_tokens: int,
     timeout: float,
-    stream_interval: int = 1,
+    stream_interval: int = 0,
 ) -> dict:
     """N closed-loop workers, each streaming `requests` completions in a row.
 
@@ -196,7 +196,7 @@ def summarize(transport: str, n: int, results: list[StreamStats], wall: float) -
     tokens = sum(s.tokens for s in results)
     return {
         "transport": transport,
-        "stream_interval": 1,
+        "stream_interval": 0,
         "streams": n,
         "requests": len(results),
         "tokens": tokens,
@@ -294,7 +294,8 @@ def markdown(rows: list[dict]) -> str:
         "hung",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    shown = [{**r, "stream_interval": r["stream_interval"] or "auto"} for r in rows]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in shown]
     return "\n".join(lines)
 
 
@@ -358,7 +359,7 @@ def ratios(rows: list[dict]) -> list[str]:
             continue
         one = by[(transport, interval, 1)]
         text = (
-            f"{transport} stream_interval={interval}: 32 vs 1 stream "
+            f"{transport} stream_interval={interval or 'auto'}: 32 vs 1 stream "
             f"{row['tokens_per_s'] / one['tokens_per_s']:.2f}x tokens/s, "
             f"TTFT p50 {row['ttft_p50_ms'] / one['ttft_p50_ms']:.2f}x"
         )
@@ -378,7 +379,11 @@ def main() -> None:
     parser.add_argument("--transformers", action="store_true", help="also run transformers CB")
     parser.add_argument("--repeats", type=int, default=1, help="whole runs; medians reported")
     parser.add_argument(
-        "--stream-intervals", type=int, nargs="+", default=[1], help="tokens per event to try"
+        "--stream-intervals",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="tokens per event to try (0: the server's default, auto)",
     )
     parser.add_argument("--repo", type=Path, default=MODEL_REPO, help="model repository to serve")
     args = parser.parse_args()

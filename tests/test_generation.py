@@ -114,3 +114,22 @@ def test_stream_interval_sends_the_first_text_at_once_then_every_n_tokens(tokeni
         assert sizes == [1] * len(ids)
     else:
         assert len(deltas) <= 2 + len(ids) // interval
+
+
+@pytest.mark.parametrize(("explicit", "auto", "size"), [(0, 1, 1), (0, 4, 4), (2, 4, 2)])
+def test_auto_stream_interval_follows_the_scheduler_unless_the_request_sets_one(
+    tokenizer, explicit, auto, size
+):
+    ids = tokenizer.encode("Now is the winter of our discontent made glorious summer").ids
+    generation = Generation([1], greedy(len(ids), stream_interval=explicit), tokenizer, 0)
+    deltas = []
+    for token in ids:
+        delta = generation.accept(
+            generation.choose(one_hot(token, tokenizer.get_vocab_size())), auto
+        )
+        if delta is not None:
+            deltas.append(delta)
+    sizes = [len(d.token_ids) for d in deltas]
+    assert sizes[0] == 1 and all(n >= size for n in sizes[1:-1])
+    assert size == 1 or any(n == size for n in sizes[1:-1])
+    assert [t for d in deltas for t in d.token_ids] == ids

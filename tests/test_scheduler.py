@@ -104,6 +104,23 @@ def test_request_arriving_during_a_decode_gets_its_first_token_before_that_decod
     assert engine.decode_calls[-1] == [a.slot, b.slot]
 
 
+def test_auto_stream_interval_groups_tokens_only_when_many_sequences_run(tokenizer):
+    engine = FakeEngine(4096, max_slots=4)
+    scheduler = make_scheduler(engine, auto_stream_step=2)
+    alone, alone_deltas = make_request(tokenizer, max_tokens=12)
+    scheduler.submit(alone)
+    run_until_done(scheduler)
+    crowd = [make_request(tokenizer, seed=i, max_tokens=12) for i in range(4)]
+    for request, _ in crowd:
+        scheduler.submit(request)
+    run_until_done(scheduler)
+    assert {len(d.token_ids) for d in alone_deltas[:-1]} == {1}  # 1 running: every token
+    for _, deltas in crowd:  # 4 running, a step of 2: two tokens per event after the first
+        sizes = [len(d.token_ids) for d in deltas]
+        assert sizes[0] == 1 and all(n >= 2 for n in sizes[1:-1]), sizes
+        assert sum(sizes) == 12
+
+
 def test_prompts_arriving_together_share_one_prefill_forward(tokenizer):
     engine = FakeEngine(4096, max_slots=4)
     scheduler = make_scheduler(engine, prefill_chunk_tokens=20)

@@ -81,8 +81,11 @@ class Generation:
         """The next token for these logits, alone (a batch sampler makes the same choice)."""
         return self._chooser(logits, self.history)
 
-    def accept(self, choice: Choice) -> Delta | None:
-        """Take the chosen token (from `choose` or a batch sampler); a delta as in `advance`."""
+    def accept(self, choice: Choice, auto_interval: int = 1) -> Delta | None:
+        """Take the chosen token (from `choose` or a batch sampler); a delta as in `advance`.
+
+        `auto_interval` is the tokens per event when the request left `stream_interval` on
+        auto (the scheduler sets it from the load)."""
         token = choice.token_id
         self._history[len(self.prompt_ids) + self.completion_tokens] = token
         self.completion_tokens += 1
@@ -102,7 +105,8 @@ class Generation:
             return self.finish(reason)
         if not pending.text:
             return None  # held back (half a character or a possible stop sequence)
-        if self._sent_text and len(pending.token_ids) < self.params.stream_interval:
+        interval = self.params.stream_interval or auto_interval
+        if self._sent_text and len(pending.token_ids) < interval:
             return None  # the first text goes at once; later ones by stream_interval tokens
         self._sent_text = True
         return self._take()

@@ -49,10 +49,11 @@ class GenerationParams:
     """CTRL-style penalty in (0, 10] on tokens of prompt and output; 1 switches it off."""
     logprobs: int | None = None
     """None: no logprobs; n in [0, 20]: the chosen token's logprob plus the n most likely."""
-    stream_interval: int = 1
-    """Tokens per streamed event, in [1, 64] (SGLang's and vLLM's `stream_interval`): 1 sends
-    every token; more sends fewer, larger events, which costs the server and the client less.
-    The first text and the end are always sent at once."""
+    stream_interval: int = 0
+    """Tokens per streamed event, in [0, 64] (SGLang's and vLLM's `stream_interval`): n sends
+    the tokens n at a time; 0 (auto) sends every token while few sequences run, and groups
+    them under load (see TextGenerationSettings.auto_stream_step). The first text and the
+    end are always sent at once."""
 
     def __post_init__(self) -> None:
         check_range("max_tokens", self.max_tokens, 1)
@@ -66,7 +67,7 @@ class GenerationParams:
         )
         if self.logprobs is not None:
             check_range("logprobs", self.logprobs, 0, MAX_LOGPROBS)
-        check_range("stream_interval", self.stream_interval, 1, MAX_STREAM_INTERVAL)
+        check_range("stream_interval", self.stream_interval, 0, MAX_STREAM_INTERVAL)
 
     @property
     def greedy(self) -> bool:

@@ -86,6 +86,7 @@ class Scheduler:
         max_running: int,
         max_waiting: int,
         prefill_chunk_tokens: int,
+        auto_stream_step: int = 16,
         metrics: GenerationMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -93,6 +94,7 @@ class Scheduler:
         self.max_running = max_running
         self.max_waiting = max_waiting
         self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.auto_stream_step = auto_stream_step
         self.metrics = metrics
         self.clock = clock
         self.steps = 0
@@ -267,11 +269,12 @@ class Scheduler:
         choices = choose_batch(
             logits, [g.chooser for g in generations], [g.history for g in generations]
         )
+        auto_interval = -(-len(self._running) // self.auto_stream_step)  # ceil, >= 1
         for request, choice in zip(batch, choices, strict=True):
-            self._advance(request, choice)
+            self._advance(request, choice, auto_interval)
 
-    def _advance(self, request: SequenceRequest, choice: Choice) -> None:
-        delta = request.generation.accept(choice)
+    def _advance(self, request: SequenceRequest, choice: Choice, auto_interval: int) -> None:
+        delta = request.generation.accept(choice, auto_interval)
         now = self.clock()
         if self.metrics is not None:
             self.metrics.generation_tokens.inc()

@@ -26,6 +26,12 @@ class TextGenerationSettings(RuntimeSettings):
     """Deadline of a request from its arrival; a stream past it ends with `timeout`."""
     prefill_chunk_tokens: int = Field(64, ge=1, le=4096)
     """Prompt tokens prefilled per engine step, so a long prompt does not stall others."""
+    auto_stream_step: int = Field(16, ge=1, le=4096)
+    """For requests with `stream_interval` 0 (auto, the default): tokens go one per event
+    while at most this many sequences run, then ceil(running / auto_stream_step) per event.
+    Each event costs the server (and the client) about as much CPU as decoding a token at
+    full batch, so under load grouping keeps the host from starving the engine; a stream
+    still gets an event every two steps or so, while its first text is never held."""
     warmup_tokens: int = Field(4, ge=0, le=64)
     """Tokens generated at load so the first real request pays no cold start (0: off)."""
     blas_threads: int = Field(1, ge=1, le=256)

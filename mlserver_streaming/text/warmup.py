@@ -44,5 +44,6 @@ def ready_scheduler(
         max_running=settings.max_running,
         max_waiting=settings.max_waiting,
         prefill_chunk_tokens=settings.prefill_chunk_tokens,
+        auto_stream_step=settings.auto_stream_step,
         metrics=metrics,
     )

@@ -80,6 +80,8 @@ async def test_rest_sse_streams_deltas_then_one_final_event(server):
     assert final["completion_tokens"] == len(ids) <= 24
     assert final["prompt_tokens"] > 0 and final["seed"] == "1"
     assert all(t for t in texts[:-1])  # every non-final event carries new text
+    # Alone on the server, auto stream_interval sends every token as it comes.
+    assert all(len(output(e, "token_ids")) == 1 for e in events[:-1])
 
 
 async def test_same_seed_same_text_on_rest_sse_grpc_stream_and_unary(server):
@@ -168,7 +170,7 @@ BAD = [
     (request(""), "input 'prompt' must not be empty."),
     (request("word " * 400), "input 'prompt' must be at most"),
     (request(temperature="hot"), "temperature must be a number, got 'hot'."),
-    (request(stream_interval=0), "stream_interval must be in [1, 64], got 0."),
+    (request(stream_interval=65), "stream_interval must be in [0, 64], got 65."),
     (
         {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
         "input 'prompt' is required",
