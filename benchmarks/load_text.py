@@ -277,6 +277,9 @@ def _drain(manager, count: int, timeout: float = 600) -> list:
     return done
 
 
+AUTO = {0: "auto", "": ""}  # how a row's stream_interval shows: 0 is the server's auto
+
+
 def markdown(rows: list[dict]) -> str:
     """The results table for benchmarks/README.md."""
     cols = [
@@ -294,7 +297,10 @@ def markdown(rows: list[dict]) -> str:
         "hung",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    shown = [{**r, "stream_interval": r["stream_interval"] or "auto"} for r in rows]
+    shown = [
+        {**r, "stream_interval": r["stream_interval"] or AUTO.get(r["stream_interval"])}
+        for r in rows
+    ]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in shown]
     return "\n".join(lines)
 
