@@ -2,7 +2,9 @@
 
 Each step reaps cancelled and expired sequences, admits waiting ones into free KV slots,
 prefills at most `prefill_chunk_tokens` prompt tokens (so a long prompt never stalls the
-others), and decodes every running sequence in one batched forward. The event loop only
+others; new prompts share one forward), and decodes every running sequence in one batched
+forward. Requests that arrive during that decode are admitted and prefilled between two of
+its layers, so their first token does not wait for the whole step. The event loop only
 submits requests, flags cancellations and receives deltas through each request's sink.
 """
 
@@ -269,7 +271,7 @@ class Scheduler:
         choices = choose_batch(
             logits, [g.chooser for g in generations], [g.history for g in generations]
         )
-        auto_interval = -(-len(self._running) // self.auto_stream_step)  # ceil, >= 1
+        auto_interval = -(-len(self._running) // self.auto_stream_step)  # ceil
         for request, choice in zip(batch, choices, strict=True):
             self._advance(request, choice, auto_interval)
 
