@@ -27,6 +27,30 @@ def served(models: Sequence[str], repo: Path = MODEL_REPO) -> Iterator[Server]:
         yield srv
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; Linux /proc only."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (the server's engine processes), but multiprocessing's
+    resource tracker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0–100) by linear interpolation; nan for no values."""
     if not values:

@@ -24,7 +24,7 @@ import grpc
 import httpx
 import mlserver.grpc.dataplane_pb2_grpc as dataplane
 import uvloop
-from common import MODEL_REPO, median, percentile, served, write_results
+from common import MODEL_REPO, child_pids, cpu_seconds, median, percentile, served, write_results
 from httpx_sse import aconnect_sse
 
 PROMPTS = [
@@ -182,10 +182,32 @@ async def run_level(
                         out.append(await guarded(grpc_stream_one(stub, req), timeout))
             return out
 
+        cpu = CpuMeter(server.pid)
         start = time.perf_counter()
         results = [s for ws in await asyncio.gather(*(worker(w) for w in range(n))) for s in ws]
         wall = time.perf_counter() - start
-    return {**summarize(transport, n, results, wall), "stream_interval": stream_interval}
+        used = cpu.used()
+    row = summarize(transport, n, results, wall)
+    tokens = max(row["tokens"], 1)
+    per_token = {f"cpu_{k}_us": round(v / tokens * 1e6) for k, v in used.items()}
+    return {**row, "stream_interval": stream_interval, **per_token}
+
+
+class CpuMeter:
+    """CPU seconds used by MLServer's process, its engine process(es) and this client."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.pids = {"server": [server_pid] if server_pid else []}
+        self.pids["engine"] = child_pids(server_pid) if server_pid else []
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {k: sum(cpu_seconds(p) for p in pids) for k, pids in self.pids.items()}
+        return {**now, "client": time.process_time()}
+
+    def used(self) -> dict[str, float]:
+        end = self._now()
+        return {k: end[k] - self.start[k] for k in end}
 
 
 def summarize(transport: str, n: int, results: list[StreamStats], wall: float) -> dict:
@@ -295,6 +317,9 @@ def markdown(rows: list[dict]) -> str:
         "event_gap_p50_ms",
         "errors",
         "hung",
+        "cpu_server_us",
+        "cpu_engine_us",
+        "cpu_client_us",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     shown = [
@@ -347,7 +372,11 @@ def medians(rows: list[dict]) -> list[dict]:
         for key, value in group[0].items():
             if key in ("errors", "hung", "requests", "tokens"):
                 merged[key] = sum(r[key] for r in group)
-            elif isinstance(value, float) and key != "repeat":
+            elif isinstance(value, int | float) and key not in (
+                "streams",
+                "stream_interval",
+                "repeat",
+            ):
                 merged[key] = round(median([r[key] for r in group]), 2)
         merged["repeats"] = len(group)
         merged.pop("repeat", None)

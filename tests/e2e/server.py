@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -27,6 +28,8 @@ class Server:
     grpc_target: str
     metrics_url: str
     log_path: Path
+    pid: int | None = None
+    """The server's process id, once started."""
 
     def log(self) -> str:
         """The server's output so far (for failure messages)."""
@@ -89,7 +92,7 @@ def running_server(repo: Path, models: Sequence[str], log_dir: Path) -> Iterator
         )
         try:
             _wait_ready(server, proc, models)
-            yield server
+            yield dataclasses.replace(server, pid=proc.pid)
         finally:
             _stop(proc)
 
