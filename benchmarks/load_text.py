@@ -166,21 +166,20 @@ async def run_level(
     own_connection = [("grpc.use_local_subchannel_pool", 1)]
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
 
-        async def worker(w: int) -> list[StreamStats]:
-            out = []
+        def bodies(w: int) -> list[dict]:
+            return [body(w * requests + r, max_tokens, stream_interval) for r in range(requests)]
+
+        async def rest_worker(w: int) -> list[StreamStats]:
+            await client.get(f"{server.http_url}/v2/health/live")
+            return [await guarded(rest_stream(client, url, req), timeout) for req in bodies(w)]
+
+        async def grpc_worker(w: int) -> list[StreamStats]:
             async with grpc.aio.insecure_channel(server.grpc_target, own_connection) as channel:
+                await channel.channel_ready()
                 stub = dataplane.GRPCInferenceServiceStub(channel)
-                if transport == "rest":
-                    await client.get(f"{server.http_url}/v2/health/live")
-                else:
-                    await channel.channel_ready()
-                for r in range(requests):
-                    req = body(w * requests + r, max_tokens, stream_interval)
-                    if transport == "rest":
-                        out.append(await guarded(rest_stream(client, url, req), timeout))
-                    else:
-                        out.append(await guarded(grpc_stream_one(stub, req), timeout))
-            return out
+                return [await guarded(grpc_stream_one(stub, req), timeout) for req in bodies(w)]
+
+        worker = rest_worker if transport == "rest" else grpc_worker
 
         cpu = CpuMeter(server.pid)
         start = time.perf_counter()
@@ -299,9 +298,6 @@ def _drain(manager, count: int, timeout: float = 600) -> list:
     return done
 
 
-AUTO = {0: "auto", "": ""}  # how a row's stream_interval shows: 0 is the server's auto
-
-
 def markdown(rows: list[dict]) -> str:
     """The results table for benchmarks/README.md."""
     cols = [
@@ -323,7 +319,7 @@ def markdown(rows: list[dict]) -> str:
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     shown = [
-        {**r, "stream_interval": r["stream_interval"] or AUTO.get(r["stream_interval"])}
+        {**r, "stream_interval": "auto" if r["stream_interval"] == 0 else r["stream_interval"]}
         for r in rows
     ]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in shown]

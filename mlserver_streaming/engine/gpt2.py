@@ -264,8 +264,8 @@ class GPT2Engine:
         if int(positions.min()) < kv_len - 1:  # some query must not see some cached key
             hidden = self._arange[:kv_len] > positions[:, None, :, None]
             mask = np.where(hidden, _NEG_INF, _ZERO)
-            if members is not None:
-                full = np.zeros((int(slots[-1] - slots[0]) + 1, 1, n_tokens, kv_len), dtype=F32)
+            if isinstance(rows, slice) and members is not None:
+                full = np.zeros((rows.stop - rows.start, 1, n_tokens, kv_len), dtype=F32)
                 full[members] = mask
                 mask = full
         write_at = (slots[:, None], slice(None), positions)
