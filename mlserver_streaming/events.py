@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from enum import StrEnum
 from typing import Protocol
 
 from mlserver.errors import MLServerError
@@ -23,9 +24,27 @@ ERROR = "error"
 ERROR_RETRYABLE = "retryable"
 REQUEST_INDEX = "request_index"
 
-FINISH_ERROR = "error"
-
 ParamValue = bool | int | str
+
+
+class FinishReason(StrEnum):
+    """Why a stream (or one request of a bidi stream) ended, for every runtime; the value goes
+    on the wire as `finish_reason`."""
+
+    STOP = "stop"
+    """Text: a stop sequence matched. Word model: the last word was sent."""
+    EOS = "eos"
+    """The model produced its end-of-sequence token."""
+    LENGTH = "length"
+    """max_tokens new tokens were generated."""
+    CANCELLED = "cancelled"
+    """The client went away or cancelled the request."""
+    ERROR = "error"
+    """The request failed; the final event carries `error` and `retryable`."""
+    TIMEOUT = "timeout"
+    """The request ran past its deadline."""
+    COMPLETE = "complete"
+    """Classifier: every row of the request is answered."""
 
 
 class ModelIdentity(Protocol):
@@ -60,12 +79,12 @@ def event(
 
 def final_event(
     model: ModelIdentity,
-    finish_reason: str,
+    finish_reason: FinishReason,
     outputs: Sequence[ResponseOutput] = (),
     **params: ParamValue,
 ) -> InferenceResponse:
     """The last event of a stream (or of one request inside a bidi stream)."""
-    return event(model, outputs, **{FINAL: True, FINISH_REASON: finish_reason, **params})
+    return event(model, outputs, **{FINAL: True, FINISH_REASON: finish_reason.value, **params})
 
 
 def error_message(err: BaseException) -> str:
@@ -85,10 +104,14 @@ def error_event(
     retryable = bool(getattr(err, "retryable", False))
     return final_event(
         model,
-        FINISH_ERROR,
+        FinishReason.ERROR,
         outputs,
         **{ERROR: error_message(err), ERROR_RETRYABLE: retryable, **params},
     )
+
+
+StreamOne = Callable[[InferenceRequest, dict[str, ParamValue]], AsyncIterator[InferenceResponse]]
+"""The events of one request; every event carries the given tags (its `request_index`)."""
 
 
 async def ending_with_error_event(
@@ -107,13 +130,19 @@ async def ending_with_error_event(
         yield error_event(model, err, outputs, **params)
 
 
-async def each_request(
+async def stream_requests(
+    model: ModelIdentity,
     payloads: AsyncIterator[InferenceRequest],
-    stream_one: Callable[[InferenceRequest, int], AsyncIterator[InferenceResponse]],
+    stream_one: StreamOne,
+    error_outputs: Sequence[ResponseOutput] = (),
 ) -> AsyncIterator[InferenceResponse]:
-    """The events of every request of a stream in turn; `stream_one` gets its request_index."""
+    """`predict_stream` of every runtime: the requests of a stream in turn (over gRPC bidi each
+    is a new turn), each one's events tagged with its `request_index`, and a failure ending
+    that request with an error event (carrying `error_outputs`) while the stream goes on."""
     index = 0
     async for payload in payloads:
-        async for item in stream_one(payload, index):
+        tags: dict[str, ParamValue] = {REQUEST_INDEX: index}
+        events = stream_one(payload, tags)
+        async for item in ending_with_error_event(model, events, error_outputs, **tags):
             yield item
         index += 1

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,14 @@ from mlserver.types import (
     MetadataTensor,
     RequestOutput,
 )
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Perceptron
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
 
 from mlserver_streaming.classifier import ClassifierSettings, StreamingClassifier
 from mlserver_streaming.classifier.features import INPUT_FEATURES, parse_request
@@ -37,7 +47,6 @@ from mlserver_streaming.classifier.outputs import (
     encode_scores,
 )
 from mlserver_streaming.classifier.runtime import (
-    FINISH_COMPLETE,
     MODEL_FILENAME,
     PARAM_OFFSET,
     PARAM_ROWS_DONE,
@@ -46,7 +55,7 @@ from mlserver_streaming.classifier.runtime import (
 from mlserver_streaming.classifier.scoring import Schema, Scorer
 from mlserver_streaming.classifier.settings import PARAM_CHUNK_SIZE
 from mlserver_streaming.errors import InvalidInput, InvalidParameter, InvalidSettings
-from mlserver_streaming.events import ERROR, FINAL, FINISH_REASON, REQUEST_INDEX
+from mlserver_streaming.events import ERROR, FINAL, FINISH_REASON, REQUEST_INDEX, FinishReason
 
 N_FEATURES = 4
 CLASSES = ["cat", "dog", "eel"]
@@ -308,7 +317,7 @@ async def test_predict_answers_every_row_like_the_estimator(model):
     np.testing.assert_allclose(output(response, "probabilities"), estimator.predict_proba(x), 1e-6)
     assert params(response) == {
         FINAL: True,
-        FINISH_REASON: FINISH_COMPLETE,
+        FINISH_REASON: FinishReason.COMPLETE,
         PARAM_OFFSET: 0,
         PARAM_ROWS_DONE: 60,
         PARAM_ROWS_TOTAL: 60,
@@ -352,14 +361,24 @@ async def test_each_request_of_a_stream_ends_on_its_own_and_errors_do_not_end_th
 
 
 async def test_micro_batching_off_scores_the_same(tmp_path):
-    settings = write_model(tmp_path / "m", tiny_estimator(), extra={"max_batch_size": 1})
-    runtime = StreamingClassifier(settings)
-    await runtime.load()
+    estimator = tiny_estimator()
+    batched = StreamingClassifier(write_model(tmp_path / "on", estimator))
+    alone = StreamingClassifier(
+        write_model(tmp_path / "off", estimator, extra={"max_batch_size": 1})
+    )
+    x, _ = training_data()  # 60 rows, every label
+    await batched.load()
+    await alone.load()
     try:
-        response = await runtime.predict(features_request(np.zeros((3, 4))))
-        assert output(response, "probabilities").shape == (3, 3)
+        want = await batched.predict(features_request(x))
+        got = await alone.predict(features_request(x))
+        assert output(got, OUTPUT_LABEL).tolist() == output(want, OUTPUT_LABEL).tolist()
+        assert set(output(got, OUTPUT_LABEL)) == set(CLASSES)
+        for name in (OUTPUT_PROBABILITIES, OUTPUT_CONFIDENCE):
+            np.testing.assert_array_equal(output(got, name), output(want, name))
     finally:
-        await runtime.unload()
+        await batched.unload()
+        await alone.unload()
 
 
 async def test_a_model_without_predict_proba_answers_labels_only(tmp_path):
@@ -392,3 +411,57 @@ async def test_an_estimator_that_cannot_score_fails_the_load(tmp_path):
     with pytest.raises(InvalidSettings, match="scoring one row of zeros failed: ValueError"):
         await runtime.load()
     await runtime.unload()
+
+
+# --- cold starts ---------------------------------------------------------------------
+
+# A fresh interpreter loads every model folder given at once, as `mlserver start` does:
+# nothing has imported scikit-learn yet, so the unpickling threads import it themselves.
+LOAD_AT_ONCE = """
+import asyncio, sys
+from mlserver.repository.load import load_model_settings
+from mlserver_streaming.classifier import StreamingClassifier
+
+async def main(folders):
+    runtimes = [StreamingClassifier(load_model_settings(f + "/model-settings.json"))
+                for f in folders]
+    results = await asyncio.gather(*(r.load() for r in runtimes), return_exceptions=True)
+    for runtime in runtimes:
+        await runtime.unload()
+    sys.exit("; ".join(repr(r) for r in results if r is not True) or None)
+
+asyncio.run(main(sys.argv[1:]))
+"""
+COLD_STARTS = 10
+"""Without the unpickling lock each of 36 such starts lost models here, so 10 starts
+cannot miss a regression by luck; two at a time take about 3 s each."""
+
+
+def cold_start_models(folder: Path) -> list[str]:
+    """Versions whose pickles import different corners of scikit-learn first."""
+    estimators = [
+        make_pipeline(StandardScaler(), LogisticRegression()),
+        HistGradientBoostingClassifier(max_iter=5),
+        RandomForestClassifier(n_estimators=3, random_state=0),
+        DecisionTreeClassifier(random_state=0),
+        KNeighborsClassifier(n_neighbors=3),
+        GaussianNB(),
+        SVC(random_state=0),
+    ]
+    for version, estimator in enumerate(estimators, start=1):
+        write_model(folder / str(version), estimator.fit(*training_data()), version=str(version))
+    return [str(folder / str(version)) for version in range(1, len(estimators) + 1)]
+
+
+def cold_start(folders: list[str]) -> subprocess.CompletedProcess[str]:
+    """One fresh process that loads `folders` concurrently; exit status 1 names failures."""
+    command = [sys.executable, "-c", LOAD_AT_ONCE, *folders]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_cold_starts_load_every_version_at_once(tmp_path):
+    folders = cold_start_models(tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(cold_start, [folders] * COLD_STARTS))
+    failed = [run.stderr.strip().splitlines()[-1:] for run in runs if run.returncode != 0]
+    assert not failed, f"{len(failed)} of {COLD_STARTS} cold starts lost a model: {failed}"

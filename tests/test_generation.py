@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from mlserver_streaming.text.generation import Generation
+from mlserver_streaming.events import FinishReason
+from mlserver_streaming.text.generation import Delta, Generation
 from mlserver_streaming.text.params import GenerationParams
-from mlserver_streaming.text.stopping import FinishReason
 
 TOKENIZER = Path(__file__).parents[1] / "model-repo" / "shakespeare" / "tokenizer.json"
 
@@ -26,10 +26,16 @@ def one_hot(token: int, vocab: int) -> np.ndarray:
     return logits
 
 
+def advance(generation: Generation, logits: np.ndarray, auto_interval: int = 1) -> Delta | None:
+    """Sample one token with the request's own chooser and accept it (what a step does)."""
+    choice = generation.chooser(logits, generation.history)
+    return generation.accept(choice, auto_interval)
+
+
 def feed(generation: Generation, tokens: list[int], vocab: int):
     deltas = []
     for token in tokens:
-        delta = generation.advance(one_hot(token, vocab))
+        delta = advance(generation, one_hot(token, vocab))
         if delta is not None:
             deltas.append(delta)
             if delta.finish_reason is not None:
@@ -124,9 +130,7 @@ def test_auto_stream_interval_follows_the_scheduler_unless_the_request_sets_one(
     generation = Generation([1], greedy(len(ids), stream_interval=explicit), tokenizer, 0)
     deltas = []
     for token in ids:
-        delta = generation.accept(
-            generation.choose(one_hot(token, tokenizer.get_vocab_size())), auto
-        )
+        delta = advance(generation, one_hot(token, tokenizer.get_vocab_size()), auto)
         if delta is not None:
             deltas.append(delta)
     sizes = [len(d.token_ids) for d in deltas]

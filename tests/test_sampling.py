@@ -98,17 +98,19 @@ def test_processors_keep_float32_and_leave_logits_alone() -> None:
 
 
 def test_from_params_builds_only_what_is_needed() -> None:
-    plain = TokenChooser.from_params(GenerationParams(8, seed=1))
+    plain = TokenChooser.from_params(GenerationParams(max_tokens=8, seed=1))
     assert plain.penalty is None and plain.warpers == () and plain.rng is not None
     full = TokenChooser.from_params(
-        GenerationParams(8, temperature=0.7, top_k=5, top_p=0.9, seed=1, repetition_penalty=1.3)
+        GenerationParams(
+            max_tokens=8, temperature=0.7, top_k=5, top_p=0.9, seed=1, repetition_penalty=1.3
+        )
     )
     assert isinstance(full.penalty, RepetitionPenalty)
     assert [type(w) for w in full.warpers] == [TopK, Temperature, TopP]
 
 
 def test_top_k_before_temperature_chooses_exactly_as_hf_order() -> None:
-    params = GenerationParams(8, temperature=0.7, top_k=40, top_p=0.9, seed=3)
+    params = GenerationParams(max_tokens=8, temperature=0.7, top_k=40, top_p=0.9, seed=3)
     ours = TokenChooser.from_params(params)
     hf_order = TokenChooser(
         warpers=[Temperature(0.7), TopK(40), TopP(0.9)],
@@ -121,7 +123,9 @@ def test_top_k_before_temperature_chooses_exactly_as_hf_order() -> None:
 
 
 def test_greedy_is_argmax_after_penalty_and_draws_nothing() -> None:
-    chooser = TokenChooser.from_params(GenerationParams(8, temperature=0, repetition_penalty=1.2))
+    chooser = TokenChooser.from_params(
+        GenerationParams(max_tokens=8, temperature=0, repetition_penalty=1.2)
+    )
     assert chooser.rng is None
     assert chooser(np.asarray([2.0, 1.9, -1.0], dtype=np.float32), [0]).token_id == 1
     assert chooser(np.asarray([-1.0, -1.1], dtype=np.float32), [0]).token_id == 1
@@ -136,20 +140,23 @@ def run(chooser: TokenChooser, steps: list[np.ndarray]) -> list[int]:
 
 
 def test_same_seed_same_tokens_and_one_draw_per_token() -> None:
-    params = GenerationParams(8, temperature=0.9, top_k=20, top_p=0.95, seed=123)
+    params = GenerationParams(max_tokens=8, temperature=0.9, top_k=20, top_p=0.95, seed=123)
     steps = random_logits(12)
     first = TokenChooser.from_params(params)
     assert run(first, steps) == run(TokenChooser.from_params(params), steps)
     reference = np.random.Generator(np.random.PCG64(123))
     reference.random(len(steps))
     assert first.rng is not None and first.rng.random() == reference.random()
-    other = TokenChooser.from_params(GenerationParams(8, temperature=0.9, seed=124))
+    other = TokenChooser.from_params(GenerationParams(max_tokens=8, temperature=0.9, seed=124))
     assert run(other, steps) != run(TokenChooser.from_params(params), steps)
 
 
 def test_interleaved_requests_do_not_affect_each_other() -> None:
     a_steps, b_steps = random_logits(10, seed=2), random_logits(10, seed=3)
-    params_a, params_b = GenerationParams(8, seed=5), GenerationParams(8, seed=6)
+    params_a, params_b = (
+        GenerationParams(max_tokens=8, seed=5),
+        GenerationParams(max_tokens=8, seed=6),
+    )
     alone_a = run(TokenChooser.from_params(params_a), a_steps)
     alone_b = run(TokenChooser.from_params(params_b), b_steps)
     a, b = TokenChooser.from_params(params_a), TokenChooser.from_params(params_b)
@@ -162,19 +169,26 @@ def test_interleaved_requests_do_not_affect_each_other() -> None:
 
 
 def test_samples_stay_in_the_kept_set() -> None:
-    chooser = TokenChooser.from_params(GenerationParams(8, top_k=2, seed=9))
+    chooser = TokenChooser.from_params(GenerationParams(max_tokens=8, top_k=2, seed=9))
     logits = logits_of([0.1, 0.4, 0.2, 0.3])
     assert {chooser(logits).token_id for _ in range(100)} == {1, 3}
 
 
 def test_logprobs_are_log_softmax_of_raw_logits() -> None:
     logits = logits_of([0.1, 0.4, 0.2, 0.3])
-    chooser = TokenChooser.from_params(GenerationParams(8, temperature=0.3, seed=1, logprobs=2))
+    chooser = TokenChooser.from_params(
+        GenerationParams(max_tokens=8, temperature=0.3, seed=1, logprobs=2)
+    )
     choice = chooser(logits)
     assert choice.logprob == pytest.approx(np.log([0.1, 0.4, 0.2, 0.3])[choice.token_id])
     assert [t for t, _ in choice.top_logprobs] == [1, 3]
     assert [v for _, v in choice.top_logprobs] == pytest.approx(np.log([0.4, 0.3]).tolist())
     assert (
-        TokenChooser.from_params(GenerationParams(8, seed=1, logprobs=0))(logits).top_logprobs == ()
+        TokenChooser.from_params(GenerationParams(max_tokens=8, seed=1, logprobs=0))(
+            logits
+        ).top_logprobs
+        == ()
     )
-    assert TokenChooser.from_params(GenerationParams(8, seed=1))(logits).top_logprobs == ()
+    assert (
+        TokenChooser.from_params(GenerationParams(max_tokens=8, seed=1))(logits).top_logprobs == ()
+    )

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
 
-from mlserver_streaming.errors import ServerAtCapacity
+from mlserver_streaming.events import FinishReason
 from mlserver_streaming.text.generation import Delta, Generation
 from mlserver_streaming.text.params import GenerationParams
 from mlserver_streaming.text.scheduler import Scheduler, SequenceRequest
-from mlserver_streaming.text.stopping import FinishReason
+from mlserver_streaming.text.step_output import StepOutput
 
 from .fakes import FakeEngine
 
@@ -32,6 +31,11 @@ class Clock:
         return self.now
 
 
+_ids = iter(range(10**6))
+DELTAS: dict[int, list[Delta]] = {}
+"""Every request's deltas, by request id, as the steps returned them."""
+
+
 def make_request(
     tokenizer, prompt_len=3, deadline=100.0, **params
 ) -> tuple[SequenceRequest, list[Delta]]:
@@ -39,20 +43,49 @@ def make_request(
     generation = Generation(
         list(range(10, 10 + prompt_len)), GenerationParams(**params), tokenizer, None
     )
-    deltas: list[Delta] = []
-    return SequenceRequest(generation, deltas.append, deadline=deadline, arrival=0.0), deltas
+    rid = next(_ids)
+    DELTAS[rid] = deltas = []
+    return SequenceRequest(rid, generation, deadline=deadline, arrival=0.0), deltas
+
+
+def collect(out: StepOutput) -> StepOutput:
+    """File a step output's deltas under their requests."""
+    for rid, delta in out.deltas.items():
+        DELTAS[rid].append(delta)
+    return out
+
+
+class Stepper:
+    """Calls `step` and files what it returns (the between turns' parts included)."""
+
+    def __init__(self, scheduler: Scheduler, between=None) -> None:
+        self.scheduler = scheduler
+        self.between = between
+
+    def __call__(self) -> StepOutput:
+        def between(part: StepOutput) -> None:
+            collect(part)
+            if self.between is not None:
+                self.between(part)
+
+        return collect(self.scheduler.step(between))
+
+
+def step(scheduler: Scheduler, between=None) -> StepOutput:
+    return Stepper(scheduler, between)()
 
 
 def make_scheduler(engine, clock=None, **kw) -> Scheduler:
-    kw = {"max_running": engine.max_slots, "max_waiting": 4, "prefill_chunk_tokens": 64, **kw}
+    kw = {"max_running": engine.max_slots, "prefill_chunk_tokens": 64, **kw}
     return Scheduler(engine, clock=clock or Clock(), **kw)
 
 
 def run_until_done(scheduler: Scheduler, limit: int = 500) -> None:
+    step = Stepper(scheduler)
     for _ in range(limit):
         if not (scheduler.running or scheduler.waiting):
             return
-        scheduler.step()
+        step()
     raise AssertionError("scheduler did not drain")
 
 
@@ -66,14 +99,14 @@ def test_new_request_joins_the_running_batch_at_the_next_step(tokenizer):
     a, _ = make_request(tokenizer)
     scheduler.submit(a)
     for _ in range(3):
-        scheduler.step()
+        step(scheduler)
     b, _ = make_request(tokenizer, seed=8)
     scheduler.submit(b)
-    scheduler.step()  # b prefills, samples its first token, then decodes beside a
+    step(scheduler)  # b prefills, samples its first token, then decodes beside a
     assert engine.prefill_batches[-1] == [b.slot]
     assert engine.decode_calls[-1] == [a.slot, b.slot]
     assert b.generation.completion_tokens == 2
-    scheduler.step()
+    step(scheduler)
     assert engine.decode_calls[-1] == [a.slot, b.slot]
     assert a.generation.finish_reason is None
 
@@ -86,21 +119,23 @@ def test_request_arriving_during_a_decode_gets_its_first_token_before_that_decod
     a, _ = make_request(tokenizer)
     b, b_deltas = make_request(tokenizer, seed=8)
     scheduler.submit(a)
-    scheduler.step()
-    seen_in_decode = []
+    step(scheduler)
+    parts: list[StepOutput] = []
 
-    def arrive() -> None:  # the engine process reads its pipe here
-        if not seen_in_decode:
+    def arrive(part: StepOutput) -> None:  # the engine process reads its pipe here
+        if not parts:
             scheduler.submit(b)
-        seen_in_decode.append(b.generation.completion_tokens)
+        parts.append(part)
 
-    scheduler.poll = arrive
-    scheduler.step()  # a decodes; b arrives after its first layer
+    step(scheduler, arrive)  # a decodes; b arrives after its first layer
     assert engine.decode_calls[-1] == [a.slot]
     assert engine.prefill_batches[-1] == [b.slot]
-    assert seen_in_decode == [0] and b.generation.completion_tokens == 1
+    # Only the decode calls `between` here (no first tokens before it): b's first token was
+    # handed out from inside that decode, in the turn right after its prefill.
+    assert [b.request_id in part.deltas for part in parts] == [False, True]
+    assert b.generation.completion_tokens == 1
     assert [len(d.token_ids) for d in b_deltas] == [1]
-    scheduler.step()
+    step(scheduler)
     assert engine.decode_calls[-1] == [a.slot, b.slot]
 
 
@@ -127,11 +162,11 @@ def test_prompts_arriving_together_share_one_prefill_forward(tokenizer):
     requests = [make_request(tokenizer, seed=i, prompt_len=8)[0] for i in range(3)]
     for request in requests:
         scheduler.submit(request)
-    scheduler.step()  # 20 tokens of budget: two whole prompts and 4 tokens of the third
+    step(scheduler)  # 20 tokens of budget: two whole prompts and 4 tokens of the third
     assert engine.prefill_batches == [[r.slot for r in requests]]
     assert [n for _, n in engine.prefill_calls] == [8, 8, 4]
     assert engine.decode_calls == [[requests[0].slot, requests[1].slot]]
-    scheduler.step()
+    step(scheduler)
     assert engine.prefill_calls[-1] == (requests[2].slot, 4)
     assert engine.decode_calls[-1] == [r.slot for r in requests]
 
@@ -141,12 +176,12 @@ def test_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding(tokenizer
     scheduler = make_scheduler(engine, prefill_chunk_tokens=16)
     a, _ = make_request(tokenizer)
     scheduler.submit(a)
-    scheduler.step()
+    step(scheduler)
     b, _ = make_request(tokenizer, prompt_len=40)
     scheduler.submit(b)
     decodes_before = len(engine.decode_calls)
     for _ in range(3):
-        scheduler.step()
+        step(scheduler)
     assert [n for slot, n in engine.prefill_calls if slot == b.slot] == [16, 16, 8]
     # a decoded in every one of those steps: the long prompt did not stall it
     assert len(engine.decode_calls) - decodes_before == 3
@@ -166,7 +201,7 @@ def test_text_with_a_seed_is_the_same_alone_and_beside_31_others(tokenizer, samp
     run_until_done(alone)
 
     engine = FakeEngine(4096, max_slots=32)
-    crowded = make_scheduler(engine, max_waiting=0)
+    crowded = make_scheduler(engine)
     others = [make_request(tokenizer, seed=s, prompt_len=1 + s % 5, **sampling) for s in range(31)]
     target, target_deltas = make_request(tokenizer, seed=123, **sampling)
     for other, _ in others[:15]:
@@ -187,28 +222,17 @@ def test_cancel_frees_the_slot_before_the_next_decode(tokenizer):
     b, _ = make_request(tokenizer, seed=9)
     scheduler.submit(a)
     scheduler.submit(b)
-    scheduler.step()
-    scheduler.step()
+    step(scheduler)
+    step(scheduler)
     slot = a.slot
-    scheduler.cancel(a)
+    scheduler.cancel(a.request_id)
     decodes = len(engine.decode_calls)
-    scheduler.step()
-    scheduler.step()
+    step(scheduler)
+    step(scheduler)
     assert all(slot not in call for call in engine.decode_calls[decodes:])
     assert engine.free_slots() == 1
     assert a_deltas[-1].finish_reason is FinishReason.CANCELLED
     assert scheduler.running == 1
-
-
-def test_waiting_room_limit_refuses_with_a_retryable_error(tokenizer):
-    engine = FakeEngine(4096, max_slots=1)
-    scheduler = make_scheduler(engine, max_waiting=1)
-    scheduler.submit(make_request(tokenizer)[0])  # takes the one slot at the next step
-    scheduler.submit(make_request(tokenizer)[0])  # waits
-    with pytest.raises(ServerAtCapacity) as info:
-        scheduler.submit(make_request(tokenizer)[0])
-    assert info.value.retryable and info.value.status_code == 429
-    assert "server at capacity" in str(info.value) and "max_waiting=1" in str(info.value)
 
 
 def test_deadline_ends_running_and_waiting_requests_with_timeout(tokenizer):
@@ -219,46 +243,47 @@ def test_deadline_ends_running_and_waiting_requests_with_timeout(tokenizer):
     waiting, waiting_deltas = make_request(tokenizer, deadline=5.0)
     scheduler.submit(running)
     scheduler.submit(waiting)
-    scheduler.step()
+    step(scheduler)
     clock.now = 6.0
-    scheduler.step()
+    step(scheduler)
     for deltas in (running_deltas, waiting_deltas):
         assert deltas[-1].finish_reason is FinishReason.TIMEOUT
         assert "deadline exceeded after 6.0 s" in (deltas[-1].error or "")
     assert engine.free_slots() == 1 and scheduler.running == scheduler.waiting == 0
 
 
-def test_engine_failure_ends_running_streams_with_error_and_loop_survives(tokenizer):
-    engine = FakeEngine(4096, max_slots=2, fail_on_decode=True)
-    scheduler = make_scheduler(engine)
-    request, deltas = make_request(tokenizer)
-    done = threading.Event()
-    request.sink = lambda d: (deltas.append(d), d.finish_reason and done.set())
-    scheduler.submit(request)
-    scheduler.start()
-    try:
-        assert done.wait(5)
-        assert deltas[-1].finish_reason is FinishReason.ERROR
-        assert "engine step failed: boom" in (deltas[-1].error or "")
-        engine.fail_on_decode = False
-        again, again_deltas = make_request(tokenizer, max_tokens=3)
-        finished = threading.Event()
-        again.sink = lambda d: (again_deltas.append(d), d.finish_reason and finished.set())
-        scheduler.submit(again)
-        assert finished.wait(5)
-        assert again_deltas[-1].finish_reason is FinishReason.LENGTH
-    finally:
-        scheduler.stop()
+def test_step_output_counts_prefilled_tokens_admissions_and_sequences(tokenizer):
+    clock = Clock()
+    engine = FakeEngine(4096, max_slots=2)
+    scheduler = make_scheduler(engine, clock=clock, prefill_chunk_tokens=10)
+    requests = [make_request(tokenizer, prompt_len=6)[0] for _ in range(3)]
+    for request in requests:
+        scheduler.submit(request)
+    clock.now = 0.25
+    parts: list[StepOutput] = []
+    out = step(scheduler, parts.append)
+    # Two slots: two admitted (each waited 0.25 s), 10 of their 12 prompt tokens prefilled.
+    assert out.step_done and not any(p.step_done for p in parts)
+    admitted = {k: v for p in [*parts, out] for k, v in p.admitted.items()}
+    assert admitted == {requests[0].request_id: 0.25, requests[1].request_id: 0.25}
+    assert sum(p.prompt_tokens for p in [*parts, out]) == 10
+    assert (out.running, out.waiting) == (2, 1)
+    parts = []
+    out = step(scheduler, parts.append)
+    assert sum(p.prompt_tokens for p in [*parts, out]) == 2
+    assert not any(p.admitted for p in [*parts, out])
 
 
-def test_stop_cancels_everything_still_waiting(tokenizer):
+def test_end_all_ends_running_and_waiting_requests(tokenizer):
     engine = FakeEngine(4096, max_slots=1)
     scheduler = make_scheduler(engine)
     first, first_deltas = make_request(tokenizer, max_tokens=10**5)
     second, second_deltas = make_request(tokenizer)
     scheduler.submit(first)
     scheduler.submit(second)
-    scheduler.start()
-    scheduler.stop()
+    step(scheduler)
+    out = collect(scheduler.end_all(FinishReason.CANCELLED, "shutting down"))
+    assert set(out.deltas) == {first.request_id, second.request_id}
     assert first_deltas[-1].finish_reason is FinishReason.CANCELLED
     assert second_deltas[-1].finish_reason is FinishReason.CANCELLED
+    assert engine.free_slots() == 1 and (out.running, out.waiting) == (0, 0)

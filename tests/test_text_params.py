@@ -28,6 +28,24 @@ def test_parameter_names_are_the_fields() -> None:
     )
 
 
+EXPECTED = GenerationParams(
+    max_tokens=40,
+    temperature=0.7,
+    top_k=40,
+    top_p=0.9,
+    seed=7,
+    stop=("\n\n", "KING:"),
+    repetition_penalty=1.2,
+    logprobs=3,
+    stream_interval=4,
+)
+
+
+def test_params_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        GenerationParams(40, 0.7)  # type: ignore[misc]
+
+
 def test_rest_values() -> None:
     params = build(
         {
@@ -42,7 +60,7 @@ def test_rest_values() -> None:
             "stream_interval": 4,
         }
     )
-    assert params == GenerationParams(40, 0.7, 40, 0.9, 7, ("\n\n", "KING:"), 1.2, 3, 4)
+    assert params == EXPECTED
 
 
 def test_grpc_values_are_all_strings() -> None:
@@ -57,7 +75,7 @@ def test_grpc_values_are_all_strings() -> None:
         "logprobs": "3",
         "stream_interval": "4",
     }
-    assert build(raw) == GenerationParams(40, 0.7, 40, 0.9, 7, ("\n\n", "KING:"), 1.2, 3, 4)
+    assert build(raw) == EXPECTED
 
 
 @pytest.mark.parametrize(
@@ -135,14 +153,3 @@ def test_invalid_values(raw: dict[str, object], message: str) -> None:
 def test_unknown_key_lists_allowed_keys() -> None:
     with pytest.raises(InvalidParameter, match="allowed: .*max_tokens.*top_p"):
         build({"temprature": 0.5})
-
-
-def test_defaults_are_validated_the_same_way() -> None:
-    GenerationParams.check_defaults({"temperature": "0.5", "stop": "\n"}, CAP)
-    with pytest.raises(InvalidParameter) as info:
-        GenerationParams.check_defaults({"top_p": 1.5}, CAP)
-    assert (
-        str(info.value) == "invalid default generation parameter: top_p must be in (0, 1], got 1.5."
-    )
-    with pytest.raises(InvalidParameter, match="max_tokens must be in \\[1, 256\\], got 512."):
-        GenerationParams.check_defaults({"max_tokens": 512}, CAP)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tokenizers import Tokenizer
+from .tokenizer import Decoder
 
 REPLACEMENT_CHAR = "\ufffd"
 CONTEXT_TOKENS = 5
@@ -23,7 +23,7 @@ class IncrementalDetokenizer:
     Concatenating every `step` result and `flush` gives the decoded generated text.
     """
 
-    def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int] = ()) -> None:
+    def __init__(self, tokenizer: Decoder, prompt_ids: Sequence[int] = ()) -> None:
         context = list(prompt_ids)[-CONTEXT_TOKENS:]
         self._tokenizer = tokenizer
         # The decode window: context ids, then ids whose text is not yet returned (TGI's
@@ -52,5 +52,4 @@ class IncrementalDetokenizer:
     def _decode_window(self) -> tuple[str, str]:
         """(text of the context part, text of the whole window), special tokens skipped."""
         decode = self._tokenizer.decode
-        prefix_text = decode(self._ids[: self._read_offset], skip_special_tokens=True)
-        return prefix_text, decode(self._ids, skip_special_tokens=True)
+        return decode(self._ids[: self._read_offset]), decode(self._ids)

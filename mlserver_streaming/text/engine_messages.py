@@ -1,7 +1,9 @@
-"""Messages between the runtime and the engine process: small, picklable, versionless.
+"""Messages between the runtime and an engine driver: small, picklable, read by name.
 
-Deltas cross as plain tuples (`pack`/`unpack`), which pickle about 5x faster than the
-dataclass: at 32 streams a step report of 32 deltas costs ~9 us to dump instead of 43.
+Commands go to the engine core (`Submit`, `Cancel`, `Stop`); a step's output comes back as
+a `StepReport`. Its deltas cross as the plain tuples of `WireDelta` and are read back into
+it by name: plain tuples pickle 4x faster than named tuples and 5x faster than dataclasses
+(32 deltas: ~12 us against ~50 us).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..events import FinishReason
 from .generation import Delta
 from .params import GenerationParams
-from .stopping import FinishReason
+from .step_output import StepOutput
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class Stop:
     """Cancel everything, send a last report and exit."""
 
 
+Command = Submit | Cancel | Stop
+
+
 @dataclass(frozen=True)
 class Ready:
     """The engine is loaded and warmed up."""
@@ -49,39 +55,72 @@ class Failed:
     message: str
 
 
-WireDelta = tuple[
-    int,
-    str,
-    list[int],
-    list[float],
-    list[tuple[tuple[int, float], ...]],
-    str | None,
-    str | None,
-    bool,
-]
-"""(request id, then a Delta's fields): plain tuples pickle ~5x faster than dataclasses."""
+class WireDelta(NamedTuple):
+    """A `Delta` of one request as it crosses a pipe."""
 
-
-def pack(request_id: int, delta: Delta) -> WireDelta:
-    """A delta as it crosses the pipe."""
-    reason = None if delta.finish_reason is None else delta.finish_reason.value
-    fields = (delta.text, delta.token_ids, delta.logprobs, delta.top_logprobs)
-    return (request_id, *fields, reason, delta.error, delta.retryable)
-
-
-def unpack(wire: WireDelta) -> tuple[int, Delta]:
-    """The request id and delta of a packed delta."""
-    rid, text, token_ids, logprobs, top_logprobs, reason, error, retryable = wire
-    finish = None if reason is None else FinishReason(reason)
-    return rid, Delta(text, token_ids, logprobs, top_logprobs, finish, error, retryable)
+    request_id: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    top_logprobs: list[tuple[tuple[int, float], ...]]
+    finish_reason: str | None
+    error: str | None
+    retryable: bool
 
 
 class StepReport(NamedTuple):
-    """Everything one engine step produced, in one message."""
+    """A `StepOutput` as it crosses a pipe."""
 
-    deltas: list[WireDelta]
+    deltas: list[tuple]
+    """`WireDelta`s as plain tuples."""
+    admitted: dict[int, float]
+    prompt_tokens: int
     running: int
     waiting: int
-    steps: int
-    admitted: list[tuple[int, float]]
-    """(request id, seconds it waited for a slot) of requests admitted this step."""
+    step_done: bool
+
+
+def to_wire(out: StepOutput) -> StepReport:
+    """The report of a step output."""
+    deltas = [tuple(_wire_delta(rid, delta)) for rid, delta in out.deltas.items()]
+    return StepReport(
+        deltas, out.admitted, out.prompt_tokens, out.running, out.waiting, out.step_done
+    )
+
+
+def _wire_delta(request_id: int, delta: Delta) -> WireDelta:
+    reason = None if delta.finish_reason is None else delta.finish_reason.value
+    return WireDelta(
+        request_id,
+        delta.text,
+        delta.token_ids,
+        delta.logprobs,
+        delta.top_logprobs,
+        reason,
+        delta.error,
+        delta.retryable,
+    )
+
+
+def from_wire(report: StepReport) -> StepOutput:
+    """The step output a report carries."""
+    deltas = {
+        w.request_id: Delta(
+            w.text,
+            w.token_ids,
+            w.logprobs,
+            w.top_logprobs,
+            None if w.finish_reason is None else FinishReason(w.finish_reason),
+            w.error,
+            w.retryable,
+        )
+        for w in map(WireDelta._make, report.deltas)
+    }
+    return StepOutput(
+        deltas,
+        report.admitted,
+        report.prompt_tokens,
+        report.running,
+        report.waiting,
+        report.step_done,
+    )

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from tokenizers import Tokenizer
 
+from ..events import FinishReason
 from .detokenize import IncrementalDetokenizer
 from .params import GenerationParams
 from .sampling import Choice, TokenChooser
-from .stopping import FinishReason, StoppingCriteria, StopSequenceMatcher
+from .stopping import StoppingCriteria, StopSequenceMatcher
+from .tokenizer import Decoder
 
 
 @dataclass
@@ -31,6 +32,15 @@ class Delta:
     """Set with finish_reason ERROR or TIMEOUT: what went wrong, for the final event."""
     retryable: bool = False
 
+    def extend(self, later: Delta) -> None:
+        """Append a later delta of the same request (several deltas sent as one event)."""
+        self.text += later.text
+        self.token_ids += later.token_ids
+        self.logprobs += later.logprobs
+        self.top_logprobs += later.top_logprobs
+        self.finish_reason, self.error = later.finish_reason, later.error
+        self.retryable = later.retryable
+
 
 class Generation:
     """Turns a request's successive logits into deltas until it finishes."""
@@ -39,7 +49,7 @@ class Generation:
         self,
         prompt_ids: Sequence[int],
         params: GenerationParams,
-        tokenizer: Tokenizer,
+        tokenizer: Decoder,
         eos_token_id: int | None,
     ) -> None:
         self.prompt_ids = list(prompt_ids)
@@ -73,16 +83,9 @@ class Generation:
         """Prompt plus generated ids so far: what the repetition penalty looks at."""
         return self._history[: len(self.prompt_ids) + self.completion_tokens]
 
-    def advance(self, logits: np.ndarray) -> Delta | None:
-        """Choose the next token; return a delta when there is text to send or it finished."""
-        return self.accept(self.choose(logits))
-
-    def choose(self, logits: np.ndarray) -> Choice:
-        """The next token for these logits, alone (a batch sampler makes the same choice)."""
-        return self._chooser(logits, self.history)
-
     def accept(self, choice: Choice, auto_interval: int = 1) -> Delta | None:
-        """Take the chosen token (from `choose` or a batch sampler); a delta as in `advance`.
+        """Take the chosen token (from `chooser` or a batch sampler); return a delta when there
+        is text to send or the generation finished, else None (text held back).
 
         `auto_interval` is the tokens per event when the request left `stream_interval` on
         auto (the scheduler sets it from the load)."""

@@ -1,9 +1,10 @@
 """Serving metrics of text generation, on MLServer's Prometheus registry.
 
 Names follow vLLM's (`vllm:time_to_first_token_seconds`, ...) under this project's prefix,
-labelled by model name and version. prometheus_client objects are thread-safe, so the
-in-thread engine records directly; with the engine process, the runtime records latencies
-as deltas arrive (`RequestTiming`) and counts from the process's step reports.
+labelled by model name and version. They are taken at the same points whatever driver runs
+the engine: counts from each step output (prompt tokens as they are prefilled, queue time
+at admission), latencies where each delta reaches the runtime (`RequestTiming`), so TTFT
+and inter-token latency include the hop from the engine, as the client sees them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .generation import Delta
+    from .step_output import StepOutput
 
 PREFIX = "mlserver_streaming:"
 LABELS = ("model_name", "model_version")
@@ -122,13 +124,21 @@ class GenerationMetrics:
         """Count one finished request under its finish reason."""
         self._finished.labels(**self._labels, finished_reason=reason).inc()
 
+    def observe_step(self, out: StepOutput) -> None:
+        """Counts of a step output: queue times, prefilled prompt tokens, gauges, steps."""
+        for queue_time in out.admitted.values():
+            self.queue_time.observe(queue_time)
+        if out.prompt_tokens:
+            self.prompt_tokens.inc(out.prompt_tokens)
+        self.running.set(out.running)
+        self.waiting.set(out.waiting)
+        if out.step_done:
+            self.steps.inc()
+
 
 @dataclass
 class RequestTiming:
-    """Latency metrics of one request taken where its deltas arrive (engine-process mode).
-
-    Times include the hop from the engine process, i.e. what the client sees.
-    """
+    """Latency metrics of one request, taken where its deltas reach the runtime."""
 
     arrival: float
     last_token_at: float | None = None

@@ -29,7 +29,7 @@ def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GenerationParams:
     """One request's validated generation parameters; inside the engine, trust them."""
 
@@ -78,23 +78,15 @@ class GenerationParams:
     def from_request(
         cls, raw: Mapping[str, Any], defaults: Mapping[str, Any], max_tokens_cap: int
     ) -> GenerationParams:
-        """Build from V2 request parameters over the model's defaults; raise InvalidParameter.
+        """Build from V2 request parameters over the model's (typed, validated) defaults;
+        raise InvalidParameter.
 
         MLServer's own keys (content_type, headers, id) are ignored; any other unknown key fails.
         """
-        values = {**normalise(defaults), **normalise(raw)}
+        values = {**defaults, **normalise(raw)}
         values.setdefault("max_tokens", max_tokens_cap)
         check_range("max_tokens", values["max_tokens"], 1, max_tokens_cap)
         return cls(**values)
-
-    @classmethod
-    def check_defaults(cls, defaults: Mapping[str, Any], max_tokens_cap: int) -> None:
-        """Validate a model's default parameters at load, so a bad default fails early."""
-        check_range("max_tokens_cap", max_tokens_cap, 1)
-        try:
-            cls.from_request({}, defaults, max_tokens_cap)
-        except InvalidParameter as exc:
-            raise InvalidParameter(f"invalid default generation parameter: {exc}") from exc
 
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationParams))

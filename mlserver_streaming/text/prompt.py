@@ -6,12 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 
 from mlserver.types import InferenceRequest
-from tokenizers import Tokenizer
 
 from ..errors import InvalidInput, InvalidParameter, InvalidSettings
 from ..inputs import single_string
 from .params import GenerationParams
 from .settings import TextGenerationSettings
+from .tokenizer import TextTokenizer
 
 INPUT_PROMPT = "prompt"
 
@@ -27,18 +27,23 @@ class PromptLimits:
 
     @classmethod
     def from_settings(
-        cls, settings: TextGenerationSettings, context: int, bos_token_id: int | None = None
+        cls,
+        settings: TextGenerationSettings,
+        model_name: str,
+        context: int,
+        bos_token_id: int | None = None,
     ) -> PromptLimits:
         """Defaults fill the context window; explicit settings may only shrink it."""
         total = settings.max_total_tokens or context
         prompt = settings.max_prompt_tokens or total - 1
+        where = f"model {model_name!r}: parameters.extra"
         if total > context:
             raise InvalidSettings(
-                f"max_total_tokens must be <= the context window ({context}), got {total}."
+                f"{where}.max_total_tokens must be <= the context window ({context}), got {total}."
             )
         if prompt >= total:
             raise InvalidSettings(
-                f"max_prompt_tokens must be < max_total_tokens ({total}), got {prompt}."
+                f"{where}.max_prompt_tokens must be < max_total_tokens ({total}), got {prompt}."
             )
         return cls(prompt, total, bos_token_id)
 
@@ -66,9 +71,9 @@ def decode_prompt(request: InferenceRequest) -> str:
     return prompt
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str, limits: PromptLimits) -> list[int]:
+def encode_prompt(tokenizer: TextTokenizer, prompt: str, limits: PromptLimits) -> list[int]:
     """Token ids of the prompt, or an error when it is longer than the model accepts."""
-    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+    ids = tokenizer.encode(prompt)
     if limits.bos_token_id is not None:
         ids = [limits.bos_token_id, *ids]
     if not ids:

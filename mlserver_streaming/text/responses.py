@@ -9,7 +9,8 @@ from mlserver.types import ResponseOutput
 
 from ..events import ERROR, ERROR_RETRYABLE, ParamValue
 from ..tensors import encode_array, encode_ints, encode_text
-from .generation import Delta, Generation
+from .engine_client import RequestRecord
+from .generation import Delta
 
 OUTPUT_TEXT = "text"
 OUTPUT_TOKEN_IDS = "token_ids"
@@ -26,12 +27,7 @@ def merge(deltas: Sequence[Delta]) -> Delta:
     """One delta holding a whole completion (unary predict)."""
     whole = Delta()
     for delta in deltas:
-        whole.text += delta.text
-        whole.token_ids += delta.token_ids
-        whole.logprobs += delta.logprobs
-        whole.top_logprobs += delta.top_logprobs
-        whole.finish_reason, whole.error = delta.finish_reason, delta.error
-        whole.retryable = delta.retryable
+        whole.extend(delta)
     return whole
 
 
@@ -56,12 +52,12 @@ def delta_outputs(delta: Delta, logprobs: int | None) -> list[ResponseOutput]:
     return outputs
 
 
-def final_parameters(generation: Generation, delta: Delta) -> dict[str, ParamValue]:
+def final_parameters(record: RequestRecord, delta: Delta) -> dict[str, ParamValue]:
     """Usage and the seed used (so a sampled completion can be replayed), plus any error."""
     params: dict[str, ParamValue] = {
-        PROMPT_TOKENS: generation.prompt_tokens,
-        COMPLETION_TOKENS: generation.completion_tokens,
-        SEED: str(generation.params.seed),  # a string: a 63-bit seed is exact in any JSON client
+        PROMPT_TOKENS: record.prompt_tokens,
+        COMPLETION_TOKENS: record.completion_tokens,
+        SEED: str(record.seed),  # a string: a 63-bit seed is exact in any JSON client
     }
     if delta.error is not None:
         params[ERROR] = delta.error

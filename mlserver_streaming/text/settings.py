@@ -1,4 +1,4 @@
-"""`parameters.extra` of the text generation runtime, parsed once at load."""
+"""`parameters.extra` of the text generation runtime, parsed and validated once at load."""
 
 from __future__ import annotations
 
@@ -6,7 +6,31 @@ from typing import Any
 
 from pydantic import Field
 
+from ..errors import InvalidParameter, InvalidSettings
 from ..settings import RuntimeSettings
+from .params import PARAMETER_NAMES, GenerationParams, normalise
+
+
+class GenerationDefaults(RuntimeSettings):
+    """A model's default generation parameters; a request's own values override them.
+    Each has the range of the request parameter of the same name (`GenerationParams`)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    repetition_penalty: float | None = None
+    logprobs: int | None = None
+    stream_interval: int | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The set defaults as typed parameter values (one stop string becomes a tuple)."""
+        return normalise(self.model_dump(exclude_none=True))
+
+
+assert tuple(GenerationDefaults.model_fields) == PARAMETER_NAMES
 
 
 class TextGenerationSettings(RuntimeSettings):
@@ -53,5 +77,15 @@ class TextGenerationSettings(RuntimeSettings):
     after the freeze it walks only objects made since. The engine process always freezes."""
     prepend_bos: bool = False
     """Start every prompt with the model's bos token (as the model saw documents in training)."""
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Default generation parameters (max_tokens, temperature, top_k, ...); requests override."""
+
+    def checked_defaults(self, model_name: str) -> dict[str, Any]:
+        """The defaults as typed values, checked like a request's at load: a bad default
+        fails the load (InvalidSettings naming the model and the key), not every request."""
+        values = self.defaults.values()
+        try:
+            GenerationParams.from_request({}, values, self.max_tokens_cap)
+        except InvalidParameter as err:
+            raise InvalidSettings(f"model {model_name!r}: parameters.extra.defaults.{err}") from err
+        return values

@@ -8,26 +8,9 @@ sequence is ever emitted, even when it spans several deltas.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
 
+from ..events import FinishReason
 from .params import GenerationParams
-
-
-class FinishReason(StrEnum):
-    """Why a stream ended; the value goes on the wire as `finish_reason`."""
-
-    STOP = "stop"
-    """A stop sequence matched."""
-    EOS = "eos"
-    """The model produced its end-of-sequence token."""
-    LENGTH = "length"
-    """max_tokens new tokens were generated."""
-    CANCELLED = "cancelled"
-    """The client went away or cancelled the request."""
-    ERROR = "error"
-    """Generation failed; the final event carries the error."""
-    TIMEOUT = "timeout"
-    """The request ran past its deadline."""
 
 
 class StoppingCriteria:

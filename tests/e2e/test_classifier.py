@@ -23,12 +23,11 @@ from sklearn.datasets import load_breast_cancer
 from mlserver_streaming.classifier.features import INPUT_FEATURES
 from mlserver_streaming.classifier.metadata import META_CLASSES
 from mlserver_streaming.classifier.runtime import (
-    FINISH_COMPLETE,
     PARAM_OFFSET,
     PARAM_ROWS_DONE,
     PARAM_ROWS_TOTAL,
 )
-from mlserver_streaming.events import ERROR, FINAL, FINISH_REASON, REQUEST_INDEX
+from mlserver_streaming.events import ERROR, FINAL, FINISH_REASON, REQUEST_INDEX, FinishReason
 
 from .clients import TIMEOUT, from_grpc, grpc_infer, grpc_stream, params_of, sse_events, to_grpc
 from .conftest import MODEL_REPO
@@ -122,7 +121,7 @@ async def test_rest_unary_serves_the_newest_version_unless_one_is_named(server):
             body = response.json()
             assert body["model_version"] == version
             assert_scores_of(version, rows, outputs_of(body))
-            assert params_of(body)[FINISH_REASON] == FINISH_COMPLETE
+            assert params_of(body)[FINISH_REASON] == FinishReason.COMPLETE
     assert outputs_of(body)["label"].tolist() == ["malignant", "benign", "benign", "benign"]
 
 
@@ -145,7 +144,7 @@ async def test_rest_sse_answers_in_chunks_with_progress_and_one_final_event(serv
         (1000, 2000, 2500, False),
         (2000, 2500, 2500, True),
     ]
-    assert params_of(events[-1])[FINISH_REASON] == FINISH_COMPLETE
+    assert params_of(events[-1])[FINISH_REASON] == FinishReason.COMPLETE
     for event in events:
         offset, done = params_of(event)[PARAM_OFFSET], params_of(event)[PARAM_ROWS_DONE]
         assert_scores_of(NEWEST, rows[offset:done], outputs_of(event))
@@ -188,7 +187,7 @@ async def test_grpc_bidi_a_bad_request_ends_with_its_own_error_and_the_stream_go
     ]
     responses = await grpc_stream(server.grpc_target, requests)
     got = [(params_of(r)[REQUEST_INDEX], params_of(r)[FINISH_REASON]) for r in responses]
-    assert got == [(0, FINISH_COMPLETE), (1, "error"), (2, FINISH_COMPLETE)]
+    assert got == [(0, FinishReason.COMPLETE), (1, "error"), (2, FinishReason.COMPLETE)]
     assert "input 'features' must have shape [N, 30]" in params_of(responses[1])[ERROR]
     assert "got [1, 29]" in params_of(responses[1])[ERROR]
 

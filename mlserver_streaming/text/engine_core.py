@@ -1,0 +1,125 @@
+"""The engine core: the scheduler and the sampling state it steps, driven by commands.
+
+As in vLLM V1, `EngineCore.step()` schedules, executes and returns its output, and the
+drivers (`engine_thread.py` in MLServer's process, `engine_process.py` in a spawned one)
+only move commands in and outputs out, through `run_engine_loop`. Generations (sampler,
+stopping, detokenizer) exist only here, where tokens are sampled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from threadpoolctl import threadpool_limits
+
+from ..events import FinishReason
+from .engine_messages import Cancel, Command, Stop, Submit
+from .generation import Generation
+from .model_folder import ModelFolder
+from .scheduler import Scheduler, SequenceRequest
+from .settings import TextGenerationSettings
+from .step_output import StepOutput
+from .tokenizer import Decoder
+from .warmup import warm_up
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_MESSAGE = "the text engine is shutting down"
+
+
+class EngineCore:
+    """Commands in (`submit`, `cancel`), one `StepOutput` out of every `step`."""
+
+    def __init__(self, scheduler: Scheduler, tokenizer: Decoder, eos_token_id: int | None):
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+        self.eos_token_id = eos_token_id
+
+    @property
+    def busy(self) -> bool:
+        """Whether any request is running or waiting."""
+        return bool(self.scheduler.running or self.scheduler.waiting)
+
+    def submit(self, command: Submit) -> None:
+        """Build the request's sampling state and queue it."""
+        generation = Generation(
+            command.prompt_ids, command.params, self.tokenizer, self.eos_token_id
+        )
+        request = SequenceRequest(command.request_id, generation, command.deadline, command.arrival)
+        self.scheduler.submit(request)
+
+    def cancel(self, request_id: int) -> None:
+        """Drop a request at the next step."""
+        self.scheduler.cancel(request_id)
+
+    def step(self, between: Callable[[StepOutput], None] | None = None) -> StepOutput:
+        """One scheduler step; a failed step ends the running sequences with an error, and
+        the core goes on serving."""
+        try:
+            return self.scheduler.step(between)
+        except Exception as err:  # noqa: BLE001 - one failed step must not stop the engine
+            logger.exception("engine step failed")
+            out = self.scheduler.end_running(FinishReason.ERROR, f"engine step failed: {err}")
+            out.step_done = True
+            return out
+
+    def shutdown(self) -> StepOutput:
+        """End every request as cancelled."""
+        return self.scheduler.end_all(FinishReason.CANCELLED, SHUTDOWN_MESSAGE)
+
+
+class Inbox(Protocol):
+    """Where a driver's commands arrive (a pipe, a thread-safe queue, a Redis stream)."""
+
+    def receive(self, block: bool) -> Sequence[Command]:
+        """The commands waiting (at least one if `block`); a `Stop` once the sender is gone."""
+        ...
+
+
+def run_engine_loop(core: EngineCore, inbox: Inbox, publish: Callable[[StepOutput], None]) -> None:
+    """A driver's loop: apply commands between steps (a cancel lands at the next step) and
+    inside them (mid-decode admission), step while there is work, publish every output.
+    On `Stop`, end what is left and publish that last."""
+    stopping = False
+
+    def take_commands(block: bool) -> None:
+        nonlocal stopping
+        for command in inbox.receive(block):
+            if isinstance(command, Stop):
+                stopping = True
+            elif isinstance(command, Cancel):
+                core.cancel(command.request_id)
+            else:
+                core.submit(command)
+
+    def between(out: StepOutput) -> None:
+        if not out.empty:
+            publish(out)
+        if not stopping:
+            take_commands(block=False)
+
+    while not stopping:
+        take_commands(block=not core.busy)
+        if core.busy and not stopping:
+            publish(core.step(between))
+    publish(core.shutdown())
+
+
+def build_core(path: Path, settings: TextGenerationSettings, model_name: str) -> EngineCore:
+    """Load the model, cap BLAS threads, warm up and wrap it in a core; blocking, so run it
+    off the event loop. Every driver starts its core here, so all sample the same tokens."""
+    threadpool_limits(limits=settings.blas_threads, user_api="blas")
+    folder = ModelFolder.open(path, model_name)
+    engine = folder.engine(settings.max_running)
+    if settings.warmup_tokens:
+        warm_up(engine, settings.warmup_tokens)
+    scheduler = Scheduler(
+        engine,
+        max_running=settings.max_running,
+        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+        auto_stream_step=settings.auto_stream_step,
+    )
+    return EngineCore(scheduler, folder.tokenizer(), folder.eos_token_id)

@@ -1,0 +1,94 @@
+"""The in-thread driver: the engine core on a thread of MLServer's process.
+
+`engine_process: false`. Commands cross a thread-safe queue; each step output is handed to
+the event loop with `call_soon_threadsafe`. The engine thread and the event loop share the
+GIL, so this mode is simpler but slower under load than `engine_process.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .engine_core import build_core, run_engine_loop
+from .engine_messages import Command, Stop
+from .settings import TextGenerationSettings
+from .step_output import StepOutput
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 10.0
+
+
+class _QueueInbox:
+    """Commands from the event loop to the engine thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
+
+    def put(self, command: Command) -> None:
+        self._queue.put(command)
+
+    def receive(self, block: bool) -> list[Command]:
+        commands = [self._queue.get()] if block else []
+        while True:
+            try:
+                commands.append(self._queue.get_nowait())
+            except queue.Empty:
+                return commands
+
+
+class ThreadDriver:
+    """Moves commands to the engine thread and its step outputs to `deliver` on the loop;
+    `lost` hears why if the thread dies."""
+
+    def __init__(self, inbox: _QueueInbox, thread: threading.Thread) -> None:
+        self._inbox = inbox
+        self._thread = thread
+
+    @classmethod
+    async def start(
+        cls,
+        path: Path,
+        settings: TextGenerationSettings,
+        model_name: str,
+        deliver: Callable[[StepOutput], None],
+        lost: Callable[[str], None],
+    ) -> ThreadDriver:
+        """Load and warm up (off the loop), then start the engine thread."""
+        if settings.gil_switch_interval_ms is not None:  # the thread shares the loop's GIL
+            sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+        core = await asyncio.to_thread(build_core, path, settings, model_name)
+        loop = asyncio.get_running_loop()
+
+        def publish(out: StepOutput) -> None:
+            try:
+                loop.call_soon_threadsafe(deliver, out)
+            except RuntimeError:  # the event loop is closed: nobody left to tell
+                logger.debug("dropped a step output for a closed event loop")
+
+        def run() -> None:
+            try:
+                run_engine_loop(core, inbox, publish)
+            except BaseException as err:  # noqa: BLE001 - in-flight requests must not hang
+                logger.exception("the text engine thread failed")
+                loop.call_soon_threadsafe(lost, f"the text engine thread failed: {err!r}")
+
+        inbox = _QueueInbox()
+        thread = threading.Thread(target=run, name="text-engine", daemon=True)
+        thread.start()
+        return cls(inbox, thread)
+
+    def send(self, command: Command) -> None:
+        """Queue a command for the engine thread."""
+        self._inbox.put(command)
+
+    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the thread; its last output (every request cancelled) reaches `deliver`."""
+        self._inbox.put(Stop())
+        await asyncio.to_thread(self._thread.join, timeout)

@@ -1,0 +1,58 @@
+"""One V2 text request → (prompt ids, GenerationParams), with the model's limits and defaults.
+
+Built once at load from the validated settings; every request is then parsed here, on the
+runtime's side, before anything reaches the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlserver.types import InferenceRequest
+
+from ..params import request_parameters
+from .model_folder import ModelFolder
+from .params import GenerationParams
+from .prompt import PromptLimits, decode_prompt, encode_prompt
+from .settings import TextGenerationSettings
+from .tokenizer import TextTokenizer
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """What the engine is asked to do for one request."""
+
+    prompt_ids: list[int]
+    params: GenerationParams
+
+
+@dataclass(frozen=True)
+class RequestParser:
+    """Prompt tokenization, parameter defaults and limits of one model."""
+
+    tokenizer: TextTokenizer
+    limits: PromptLimits
+    defaults: Mapping[str, Any]
+    """Typed default parameter values, checked at load."""
+    max_tokens_cap: int
+
+    @classmethod
+    def from_settings(
+        cls, settings: TextGenerationSettings, folder: ModelFolder, model_name: str
+    ) -> RequestParser:
+        """Validate the limits and defaults against the model (InvalidSettings at load)."""
+        bos = folder.bos_token_id if settings.prepend_bos else None
+        limits = PromptLimits.from_settings(settings, model_name, folder.context_window, bos)
+        defaults = settings.checked_defaults(model_name)
+        return cls(folder.tokenizer(), limits, defaults, settings.max_tokens_cap)
+
+    def parse(self, payload: InferenceRequest) -> TextRequest:
+        """The request's prompt ids and parameters (InvalidInput / InvalidParameter)."""
+        prompt = decode_prompt(payload)
+        raw = request_parameters(payload)
+        params = GenerationParams.from_request(raw, self.defaults, self.max_tokens_cap)
+        prompt_ids = encode_prompt(self.tokenizer, prompt, self.limits)
+        params = self.limits.fit(params, len(prompt_ids), explicit="max_tokens" in raw)
+        return TextRequest(prompt_ids, params)
