@@ -49,9 +49,12 @@ class RequestParser:
         return cls(folder.tokenizer(), limits, defaults, settings.max_tokens_cap)
 
     def parse(self, payload: InferenceRequest) -> TextRequest:
-        """The request's prompt ids and parameters (InvalidInput / InvalidParameter)."""
-        prompt = decode_prompt(payload)
-        raw = request_parameters(payload)
+        """A V2 request's prompt ids and parameters (InvalidInput / InvalidParameter)."""
+        return self.build(decode_prompt(payload), request_parameters(payload))
+
+    def build(self, prompt: str, raw: Mapping[str, Any]) -> TextRequest:
+        """Prompt ids and parameters from a prompt and raw parameter values (any front end:
+        V2 here, other APIs by mapping their fields to these names first)."""
         params = GenerationParams.from_request(raw, self.defaults, self.max_tokens_cap)
         prompt_ids = encode_prompt(self.tokenizer, prompt, self.limits)
         params = self.limits.fit(params, len(prompt_ids), explicit="max_tokens" in raw)

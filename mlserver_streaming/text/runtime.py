@@ -51,35 +51,19 @@ class TextGenerator(MLModel):
             await client.stop()
         return True
 
-    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        request = self._requests.parse(payload)
-        record = self._submit(request)
-        whole = merge([delta async for delta in self._deltas(record)])
-        return self._final(record, whole, request.params.logprobs, {})
+    @property
+    def requests(self) -> RequestParser:
+        """Turns prompts and parameters into engine requests, with this model's limits."""
+        return self._requests
 
-    def predict_stream(
-        self, payloads: AsyncIterator[InferenceRequest]
-    ) -> AsyncIterator[InferenceResponse]:
-        return stream_requests(self, payloads, self._stream_one, EMPTY_OUTPUTS)
-
-    async def _stream_one(
-        self, payload: InferenceRequest, tags: dict[str, ParamValue]
-    ) -> AsyncIterator[InferenceResponse]:
-        request = self._requests.parse(payload)
-        logprobs = request.params.logprobs
-        record = self._submit(request)
-        async for delta in self._deltas(record):
-            if delta.finish_reason is None:
-                yield event(self, delta_outputs(delta, logprobs), **tags)
-            else:
-                yield self._final(record, delta, logprobs, tags)
-
-    def _submit(self, request: TextRequest) -> RequestRecord:
+    def submit(self, request: TextRequest) -> RequestRecord:
+        """Start generating (ServerAtCapacity / EngineUnavailable when it cannot)."""
         deadline = time.monotonic() + self._extra.request_timeout_s
         return self._client.submit(request.prompt_ids, request.params, deadline)
 
-    async def _deltas(self, record: RequestRecord) -> AsyncIterator[Delta]:
-        """Deltas of one generation; leaving early (a disconnect) cancels its sequence."""
+    async def deltas(self, record: RequestRecord) -> AsyncIterator[Delta]:
+        """The deltas of a submitted generation up to its final one (which has a finish
+        reason); leaving early (a disconnect) cancels its sequence."""
         queue = record.deltas
         finished = False
         try:
@@ -94,6 +78,29 @@ class TextGenerator(MLModel):
         finally:
             if not finished:
                 self._client.cancel(record)
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        request = self._requests.parse(payload)
+        record = self.submit(request)
+        whole = merge([delta async for delta in self.deltas(record)])
+        return self._final(record, whole, request.params.logprobs, {})
+
+    def predict_stream(
+        self, payloads: AsyncIterator[InferenceRequest]
+    ) -> AsyncIterator[InferenceResponse]:
+        return stream_requests(self, payloads, self._stream_one, EMPTY_OUTPUTS)
+
+    async def _stream_one(
+        self, payload: InferenceRequest, tags: dict[str, ParamValue]
+    ) -> AsyncIterator[InferenceResponse]:
+        request = self._requests.parse(payload)
+        logprobs = request.params.logprobs
+        record = self.submit(request)
+        async for delta in self.deltas(record):
+            if delta.finish_reason is None:
+                yield event(self, delta_outputs(delta, logprobs), **tags)
+            else:
+                yield self._final(record, delta, logprobs, tags)
 
     def _final(
         self,
