@@ -18,6 +18,7 @@ from mlserver.metrics import REGISTRY
 from mlserver_streaming.errors import InvalidSettings, ServerAtCapacity
 from mlserver_streaming.events import FinishReason
 from mlserver_streaming.text.engine_client import EngineClient, EngineUnavailable, RequestRecord
+from mlserver_streaming.text.engine_core import EngineSpec
 from mlserver_streaming.text.engine_process import ProcessDriver
 from mlserver_streaming.text.generation import Delta
 from mlserver_streaming.text.metrics import (
@@ -51,9 +52,8 @@ async def start(
     name: str, mode: str = "process", folder: Path = SHAKESPEARE, **settings
 ) -> EngineClient:
     values = {**SETTINGS.model_dump(), "engine_process": mode == "process", **settings}
-    return await EngineClient.start(
-        folder, TextGenerationSettings(**values), name, GenerationMetrics(name, mode)
-    )
+    spec = EngineSpec(folder, TextGenerationSettings(**values), name)
+    return await EngineClient.start(spec, GenerationMetrics(name, mode))
 
 
 @pytest.fixture(scope="module")

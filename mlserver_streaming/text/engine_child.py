@@ -10,11 +10,9 @@ import contextlib
 import gc
 import signal
 from multiprocessing.connection import Connection
-from pathlib import Path
 
-from .engine_core import build_core, run_engine_loop
+from .engine_core import EngineSpec, build_core, run_engine_loop
 from .engine_messages import Command, Failed, Ready, Stop, to_wire
-from .settings import TextGenerationSettings
 from .step_output import StepOutput
 
 
@@ -36,17 +34,11 @@ class _PipeInbox:
         return commands
 
 
-def run_engine(
-    path: str,
-    settings: TextGenerationSettings,
-    model_name: str,
-    commands: Connection,
-    reports: Connection,
-) -> None:
+def run_engine(spec: EngineSpec, commands: Connection, reports: Connection) -> None:
     """The child's entry point: start up, say Ready (or Failed), then serve commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's; it stops us
     try:
-        core = build_core(Path(path), settings, model_name)
+        core = build_core(spec)
     except Exception as err:  # noqa: BLE001 - any start-up failure goes to the parent
         reports.send(Failed(f"{type(err).__name__}: {err}"))
         return

@@ -12,18 +12,17 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from ..errors import HTTP_UNAVAILABLE, ServerAtCapacity, StreamingError
 from ..events import FinishReason
+from .engine_core import EngineSpec
 from .engine_messages import Cancel, Command, Submit
 from .engine_process import ProcessDriver
 from .engine_thread import ThreadDriver
 from .generation import Delta
 from .metrics import GenerationMetrics, RequestTiming
 from .params import GenerationParams
-from .settings import TextGenerationSettings
 from .step_output import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -80,18 +79,13 @@ class EngineClient:
         self._ids = itertools.count()
 
     @classmethod
-    async def start(
-        cls,
-        path: Path,
-        settings: TextGenerationSettings,
-        model_name: str,
-        metrics: GenerationMetrics,
-    ) -> EngineClient:
+    async def start(cls, spec: EngineSpec, metrics: GenerationMetrics) -> EngineClient:
         """Start the engine core behind the driver the settings ask for: its own process
         (default) or a thread of this one (`engine_process: false`)."""
+        settings = spec.settings
         client = cls(settings.max_running, settings.max_waiting, metrics)
         start = ProcessDriver.start if settings.engine_process else ThreadDriver.start
-        client.driver = await start(path, settings, model_name, client.deliver, client.lost)
+        client.driver = await start(spec, client)
         return client
 
     def submit(

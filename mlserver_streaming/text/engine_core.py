@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,28 @@ from .warmup import warm_up
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_MESSAGE = "the text engine is shutting down"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine core loads: picklable, so a driver can hand it to another process."""
+
+    path: Path
+    """The model folder."""
+    settings: TextGenerationSettings
+    model_name: str
+
+
+class Listener(Protocol):
+    """Who a driver hands the core's outputs to (the runtime's `EngineClient`)."""
+
+    def deliver(self, out: StepOutput) -> None:
+        """A step output, on the event loop."""
+        ...
+
+    def lost(self, message: str) -> None:
+        """The engine is gone (its process or thread died), on the event loop."""
+        ...
 
 
 class EngineCore:
@@ -108,11 +131,12 @@ def run_engine_loop(core: EngineCore, inbox: Inbox, publish: Callable[[StepOutpu
     publish(core.shutdown())
 
 
-def build_core(path: Path, settings: TextGenerationSettings, model_name: str) -> EngineCore:
+def build_core(spec: EngineSpec) -> EngineCore:
     """Load the model, cap BLAS threads, warm up and wrap it in a core; blocking, so run it
     off the event loop. Every driver starts its core here, so all sample the same tokens."""
+    settings = spec.settings
     threadpool_limits(limits=settings.blas_threads, user_api="blas")
-    folder = ModelFolder.open(path, model_name)
+    folder = ModelFolder.open(spec.path, spec.model_name)
     engine = folder.engine(settings.max_running)
     if settings.warmup_tokens:
         warm_up(engine, settings.warmup_tokens)

@@ -5,7 +5,7 @@ GIL-bound Python; in one process they take turns. Here a `spawn`ed child (not fo
 server's process runs gRPC and uvloop threads) builds the core and runs `run_engine_loop`
 on its main thread (`engine_child.py`). Commands go down one pipe; every step output comes
 up the other as a `StepReport`, read on the event loop (`add_reader`: no thread, no extra
-GIL hand-off) and handed to `deliver`.
+GIL hand-off) and handed to the listener.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from ..errors import InvalidSettings
 from .engine_child import run_engine
+from .engine_core import EngineSpec, Listener
 from .engine_messages import Command, Failed, Stop, from_wire
-from .settings import TextGenerationSettings
-from .step_output import StepOutput
 
 logger = logging.getLogger(__name__)
 
@@ -33,35 +31,26 @@ STOP_TIMEOUT_S = 10.0
 
 
 class ProcessDriver:
-    """Moves commands to the engine process and its step outputs to `deliver`; `lost` hears
-    why if the process dies."""
+    """Moves commands to the engine process and its step outputs to the listener."""
 
     def __init__(
         self,
         process: BaseProcess,
         commands: Connection,
         reports: Connection,
-        deliver: Callable[[StepOutput], None],
-        lost: Callable[[str], None],
+        listener: Listener,
     ) -> None:
         self.process = process
         self._commands = commands
         self._reports = reports
-        self._deliver = deliver
-        self._lost = lost
+        self._listener = listener
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._loop.add_reader(reports.fileno(), self._read_reports)
 
     @classmethod
     async def start(
-        cls,
-        path: Path,
-        settings: TextGenerationSettings,
-        model_name: str,
-        deliver: Callable[[StepOutput], None],
-        lost: Callable[[str], None],
-        timeout: float = START_TIMEOUT_S,
+        cls, spec: EngineSpec, listener: Listener, timeout: float = START_TIMEOUT_S
     ) -> ProcessDriver:
         """Spawn the child and wait (off the loop) until it is warmed up or has failed."""
         context = multiprocessing.get_context("spawn")
@@ -69,7 +58,7 @@ class ProcessDriver:
         reports_out, reports_in = context.Pipe(duplex=False)
         process = context.Process(
             target=run_engine,
-            args=(str(path), settings, model_name, commands_out, reports_in),
+            args=(spec, commands_out, reports_in),
             name="text-engine",
             daemon=True,
         )
@@ -77,13 +66,13 @@ class ProcessDriver:
         commands_out.close()  # the child's ends: closing ours lets either side see EOF
         reports_in.close()
         try:
-            await asyncio.to_thread(_await_ready, process, reports_out, path, timeout)
+            await asyncio.to_thread(_await_ready, process, reports_out, spec.path, timeout)
         except BaseException:
             _end(process, 0.0)
             commands_in.close()
             reports_out.close()
             raise
-        return cls(process, commands_in, reports_out, deliver, lost)
+        return cls(process, commands_in, reports_out, listener)
 
     def send(self, command: Command) -> None:
         """Send a command to the engine process."""
@@ -95,7 +84,7 @@ class ProcessDriver:
             self._on_exit()
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Stop the child (Stop, join, then terminate); its last report reaches `deliver`."""
+        """Stop the child (Stop, join, then terminate); its last report reaches the listener."""
         self._stopping = True
         self.send(Stop())
         # While we wait, the loop still reads the child's last report (its cancellations).
@@ -107,7 +96,7 @@ class ProcessDriver:
         """Hand on every report waiting on the pipe; EOF means the child has exited."""
         try:
             while not self._reports.closed and self._reports.poll():
-                self._deliver(from_wire(self._reports.recv()))
+                self._listener.deliver(from_wire(self._reports.recv()))
         except (EOFError, OSError):
             self._on_exit()
 
@@ -122,7 +111,7 @@ class ProcessDriver:
         if self._stopping:
             return
         self.process.join(1.0)  # it closed its pipe, so it is exiting: learn how
-        self._lost(
+        self._listener.lost(
             f"the text engine process exited unexpectedly (exit code {self.process.exitcode}); "
             "reload the model to serve again."
         )

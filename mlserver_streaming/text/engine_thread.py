@@ -12,12 +12,9 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Callable
-from pathlib import Path
 
-from .engine_core import build_core, run_engine_loop
+from .engine_core import EngineSpec, Listener, build_core, run_engine_loop
 from .engine_messages import Command, Stop
-from .settings import TextGenerationSettings
 from .step_output import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -44,31 +41,24 @@ class _QueueInbox:
 
 
 class ThreadDriver:
-    """Moves commands to the engine thread and its step outputs to `deliver` on the loop;
-    `lost` hears why if the thread dies."""
+    """Moves commands to the engine thread and its step outputs to the listener on the loop."""
 
     def __init__(self, inbox: _QueueInbox, thread: threading.Thread) -> None:
         self._inbox = inbox
         self._thread = thread
 
     @classmethod
-    async def start(
-        cls,
-        path: Path,
-        settings: TextGenerationSettings,
-        model_name: str,
-        deliver: Callable[[StepOutput], None],
-        lost: Callable[[str], None],
-    ) -> ThreadDriver:
+    async def start(cls, spec: EngineSpec, listener: Listener) -> ThreadDriver:
         """Load and warm up (off the loop), then start the engine thread."""
-        if settings.gil_switch_interval_ms is not None:  # the thread shares the loop's GIL
-            sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-        core = await asyncio.to_thread(build_core, path, settings, model_name)
+        switch_ms = spec.settings.gil_switch_interval_ms
+        if switch_ms is not None:  # the thread shares the loop's GIL
+            sys.setswitchinterval(switch_ms / 1000)
+        core = await asyncio.to_thread(build_core, spec)
         loop = asyncio.get_running_loop()
 
         def publish(out: StepOutput) -> None:
             try:
-                loop.call_soon_threadsafe(deliver, out)
+                loop.call_soon_threadsafe(listener.deliver, out)
             except RuntimeError:  # the event loop is closed: nobody left to tell
                 logger.debug("dropped a step output for a closed event loop")
 
@@ -77,7 +67,7 @@ class ThreadDriver:
                 run_engine_loop(core, inbox, publish)
             except BaseException as err:  # noqa: BLE001 - in-flight requests must not hang
                 logger.exception("the text engine thread failed")
-                loop.call_soon_threadsafe(lost, f"the text engine thread failed: {err!r}")
+                loop.call_soon_threadsafe(listener.lost, f"the text engine thread failed: {err!r}")
 
         inbox = _QueueInbox()
         thread = threading.Thread(target=run, name="text-engine", daemon=True)
@@ -89,6 +79,6 @@ class ThreadDriver:
         self._inbox.put(command)
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Stop the thread; its last output (every request cancelled) reaches `deliver`."""
+        """Stop the thread; its last output (every request cancelled) reaches the listener."""
         self._inbox.put(Stop())
         await asyncio.to_thread(self._thread.join, timeout)

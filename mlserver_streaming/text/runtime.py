@@ -20,6 +20,7 @@ from mlserver.utils import get_model_uri
 from ..events import ParamValue, event, final_event, stream_requests
 from ..settings import parse_extra
 from .engine_client import EngineClient, RequestRecord
+from .engine_core import EngineSpec
 from .generation import Delta
 from .metrics import GenerationMetrics
 from .model_folder import ModelFolder
@@ -40,7 +41,8 @@ class TextGenerator(MLModel):
         folder = ModelFolder.open(path, self.name)
         self._requests = RequestParser.from_settings(self._extra, folder, self.name)
         metrics = GenerationMetrics(self.name, self.version)
-        self._client = await EngineClient.start(path, self._extra, self.name, metrics)
+        spec = EngineSpec(path, self._extra, self.name)
+        self._client = await EngineClient.start(spec, metrics)
         if self._extra.gc_freeze:
             gc.freeze()  # see TextGenerationSettings.gc_freeze
         return True
