@@ -274,7 +274,7 @@ def test_step_output_counts_prefilled_tokens_admissions_and_sequences(tokenizer)
     assert not any(p.admitted for p in [*parts, out])
 
 
-def test_end_all_ends_running_and_waiting_requests(tokenizer):
+def test_end_ends_running_and_waiting_requests(tokenizer):
     engine = FakeEngine(4096, max_slots=1)
     scheduler = make_scheduler(engine)
     first, first_deltas = make_request(tokenizer, max_tokens=10**5)
@@ -282,7 +282,7 @@ def test_end_all_ends_running_and_waiting_requests(tokenizer):
     scheduler.submit(first)
     scheduler.submit(second)
     step(scheduler)
-    out = collect(scheduler.end_all(FinishReason.CANCELLED, "shutting down"))
+    out = collect(scheduler.end(FinishReason.CANCELLED, "shutting down"))
     assert set(out.deltas) == {first.request_id, second.request_id}
     assert first_deltas[-1].finish_reason is FinishReason.CANCELLED
     assert second_deltas[-1].finish_reason is FinishReason.CANCELLED

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .checkpoint import BlockWeights, GPT2Weights, load_weights
+from .checkpoint import GPT2Weights, load_weights
 from .config import CONFIG_FILE, GPT2Config
+from .folding import FoldedBlock, fold_block
 from .kv_cache import KVCache
 
 F32 = np.float32
@@ -22,20 +22,6 @@ _ZERO = F32(0.0)
 _ONE = F32(1.0)
 _MINUS_TWO = F32(-2.0)
 _EXP_MAX = F32(80.0)
-
-
-@dataclass(frozen=True)
-class _Block:
-    """A block's weights pre-folded so the hot path does fewer, larger operations."""
-
-    attn_w: np.ndarray  # [C, 3C], ln_1 affine folded in, q columns scaled by 1/sqrt(head_dim)
-    attn_b: np.ndarray  # [3C]
-    proj_w: np.ndarray  # [C, C]
-    proj_b: np.ndarray  # [C]
-    fc_w: np.ndarray  # [C, 4C], ln_2 affine folded in
-    fc_b: np.ndarray  # [4C]
-    mlp_w: np.ndarray  # [4C, C]
-    mlp_b: np.ndarray  # [C]
 
 
 class _Segment(NamedTuple):
@@ -52,27 +38,6 @@ class _Segment(NamedTuple):
     members: np.ndarray | None  # when `rows` spans idle slots too: the batch's rows within it
     kv_len: int  # keys to attend over: the longest sequence after this step
     mask: np.ndarray | None  # additive [R, 1, T, K]: -inf on future/absent keys; None if none
-
-
-def _fold_layer_norm(
-    gain: np.ndarray, bias: np.ndarray, w: np.ndarray, b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    # (xhat * g + beta) @ W + b == xhat @ (g[:, None] * W) + (beta @ W + b); done in float64.
-    w64, b64 = w.astype(np.float64), b.astype(np.float64)
-    return gain.astype(np.float64)[:, None] * w64, bias.astype(np.float64) @ w64 + b64
-
-
-def _fold_block(blk: BlockWeights, head_dim: int) -> _Block:
-    attn_w, attn_b = _fold_layer_norm(
-        blk.ln_1_weight, blk.ln_1_bias, blk.attn_weight, blk.attn_bias
-    )
-    c = attn_w.shape[0]
-    attn_w[:, :c] *= head_dim**-0.5
-    attn_b[:c] *= head_dim**-0.5
-    fc_w, fc_b = _fold_layer_norm(blk.ln_2_weight, blk.ln_2_bias, blk.fc_weight, blk.fc_bias)
-    arrays = [attn_w, attn_b, blk.attn_proj_weight, blk.attn_proj_bias, fc_w, fc_b]
-    arrays += [blk.mlp_proj_weight, blk.mlp_proj_bias]
-    return _Block(*(np.ascontiguousarray(a, dtype=F32) for a in arrays))
 
 
 def _normalize(x: np.ndarray, avg: np.ndarray, eps: np.float32) -> np.ndarray:
@@ -126,7 +91,7 @@ class GPT2Engine:
         self._avg = np.full((config.n_embd, 1), 1.0 / config.n_embd, dtype=F32)
         self._wte = np.ascontiguousarray(weights.wte, dtype=F32)
         self._wpe = np.ascontiguousarray(weights.wpe[:max_seq_len], dtype=F32)
-        self._blocks = [_fold_block(b, config.head_dim) for b in weights.blocks]
+        self._blocks = [fold_block(b, config.head_dim) for b in weights.blocks]
         self._ln_f_w = np.ascontiguousarray(weights.ln_f_weight, dtype=F32)
         self._ln_f_b = np.ascontiguousarray(weights.ln_f_bias, dtype=F32)
         # Used as lm_head.T: a transposed view, so a tied head costs no extra memory.
@@ -273,7 +238,7 @@ class GPT2Engine:
         return _Segment(tokens, shape, positions, write_at, rows, members, kv_len, mask)
 
     def _block(
-        self, layer: int, blk: _Block, x: np.ndarray, segments: list[_Segment]
+        self, layer: int, blk: FoldedBlock, x: np.ndarray, segments: list[_Segment]
     ) -> np.ndarray:
         """One pre-LN transformer block on x [N, C], updated in place."""
         qkv = _normalize(x, self._avg, self._eps) @ blk.attn_w

@@ -85,13 +85,14 @@ class EngineCore:
             return self.scheduler.step(between)
         except Exception as err:  # noqa: BLE001 - one failed step must not stop the engine
             logger.exception("engine step failed")
-            out = self.scheduler.end_running(FinishReason.ERROR, f"engine step failed: {err}")
+            message = f"engine step failed: {err}"
+            out = self.scheduler.end(FinishReason.ERROR, message, waiting=False)
             out.step_done = True
             return out
 
     def shutdown(self) -> StepOutput:
         """End every request as cancelled."""
-        return self.scheduler.end_all(FinishReason.CANCELLED, SHUTDOWN_MESSAGE)
+        return self.scheduler.end(FinishReason.CANCELLED, SHUTDOWN_MESSAGE)
 
 
 class Inbox(Protocol):

@@ -63,6 +63,15 @@ class SequenceRequest:
         """Whether the whole prompt is in the KV cache."""
         return self.prefilled == len(self.generation.prompt_ids)
 
+    def abandoned(self, now: float) -> Delta | None:
+        """The last delta if the request was cancelled or is past its deadline, else None."""
+        if self.cancelled:
+            return self.generation.finish(FinishReason.CANCELLED)
+        if now > self.deadline:
+            late = f"request deadline exceeded after {now - self.arrival:.1f} s"
+            return self.generation.finish(FinishReason.TIMEOUT, late)
+        return None
+
 
 class Scheduler:
     """Admission, chunked prefill, batched decode and cancellation for one engine.
@@ -122,18 +131,14 @@ class Scheduler:
         out.step_done = True
         return self._counted(out)
 
-    def end_running(self, reason: FinishReason, message: str) -> StepOutput:
-        """End every running sequence (a failed step): their last deltas."""
+    def end(self, reason: FinishReason, message: str, *, waiting: bool = True) -> StepOutput:
+        """End every running request, and the waiting ones too unless `waiting` is False
+        (a failed step ends only what ran in it): their last deltas."""
+        ended = [*self._running, *(self._waiting if waiting else ())]
+        if waiting:
+            self._waiting.clear()
         out = StepOutput()
-        for request in list(self._running):
-            self._finish(request, request.generation.finish(reason, message), out)
-        return self._counted(out)
-
-    def end_all(self, reason: FinishReason, message: str) -> StepOutput:
-        """End every running and waiting request (at shutdown)."""
-        out = self.end_running(reason, message)
-        while self._waiting:
-            request = self._waiting.popleft()
+        for request in ended:
             self._finish(request, request.generation.finish(reason, message), out)
         return self._counted(out)
 
@@ -142,22 +147,14 @@ class Scheduler:
         return out
 
     def _reap(self, now: float, out: StepOutput) -> None:
-        gone = [r for r in self._waiting if r.cancelled or now > r.deadline]
-        for request in gone:
-            self._waiting.remove(request)
-        for request in gone + [r for r in self._running if r.cancelled or now > r.deadline]:
-            if request.cancelled:
-                self._finish(request, request.generation.finish(FinishReason.CANCELLED), out)
-            else:
-                message = f"request deadline exceeded after {now - request.arrival:.1f} s"
-                delta = request.generation.finish(FinishReason.TIMEOUT, message)
-                self._finish(request, delta, out)
+        for request in [*self._waiting, *self._running]:
+            last = request.abandoned(now)
+            if last is not None:
+                self._finish(request, last, out)
 
     def _admit(self, out: StepOutput) -> list[SequenceRequest]:
         admitted: list[SequenceRequest] = []
-        while self._waiting and len(self._running) < self.max_running:
-            if self.engine.free_slots() == 0:
-                break
+        while self._waiting and len(self._running) < self.max_running and self.engine.free_slots():
             request = self._waiting.popleft()
             request.slot = self.engine.allocate()
             self._running.append(request)
@@ -166,19 +163,9 @@ class Scheduler:
         return admitted
 
     def _prefill(self, candidates: list[SequenceRequest], out: StepOutput) -> None:
-        """Prefill the next chunks of the candidates' prompts, at most `prefill_chunk_tokens`
-        in all, in one forward; sample the first token of each prompt now complete."""
-        budget, batch, chunks = self.prefill_chunk_tokens, [], []
-        for request in candidates:
-            if budget <= 0:
-                break
-            if request.prefill_done:
-                continue
-            prompt = request.generation.prompt_ids
-            chunk = prompt[request.prefilled : request.prefilled + budget]
-            batch.append(request)
-            chunks.append(chunk)
-            budget -= len(chunk)
+        """Prefill the next chunks of the candidates' prompts in one forward; sample the
+        first token of each prompt now complete."""
+        batch, chunks = next_chunks(candidates, self.prefill_chunk_tokens)
         if not batch:
             return
         logits = self.engine.prefill_many([r.slot for r in batch], chunks)  # type: ignore[misc]
@@ -216,16 +203,8 @@ class Scheduler:
     def _advance_all(
         self, batch: list[SequenceRequest], logits: np.ndarray, out: StepOutput
     ) -> None:
-        """Sample the whole batch's next tokens together (rows of logits), then hand them out."""
-        generations = [r.generation for r in batch]
-        choices = choose_batch(
-            logits, [g.chooser for g in generations], [g.history for g in generations]
-        )
         auto_interval = -(-len(self._running) // self.auto_stream_step)  # ceil
-        for request, choice in zip(batch, choices, strict=True):
-            delta = request.generation.accept(choice, auto_interval)
-            if delta is None:
-                continue
+        for request, delta in sample_batch(batch, logits, auto_interval):
             if delta.finish_reason is not None:
                 self._finish(request, delta, out)
             else:
@@ -234,8 +213,46 @@ class Scheduler:
     def _finish(self, request: SequenceRequest, delta: Delta, out: StepOutput) -> None:
         if request in self._running:
             self._running.remove(request)
+        elif request in self._waiting:
+            self._waiting.remove(request)
         if request.slot is not None:
             self.engine.release(request.slot)
             request.slot = None
         self._by_id.pop(request.request_id, None)
         out.add(request.request_id, delta)
+
+
+def next_chunks(
+    candidates: list[SequenceRequest], budget: int
+) -> tuple[list[SequenceRequest], list[list[int]]]:
+    """The requests to prefill next and their prompt chunks, at most `budget` tokens in all,
+    in order: a long prompt goes in over several steps and never stalls the others."""
+    batch, chunks = [], []
+    for request in candidates:
+        if budget <= 0:
+            break
+        if request.prefill_done:
+            continue
+        prompt = request.generation.prompt_ids
+        chunk = prompt[request.prefilled : request.prefilled + budget]
+        batch.append(request)
+        chunks.append(chunk)
+        budget -= len(chunk)
+    return batch, chunks
+
+
+def sample_batch(
+    batch: list[SequenceRequest], logits: np.ndarray, auto_interval: int
+) -> list[tuple[SequenceRequest, Delta]]:
+    """Sample every row's next token together, then let each generation take its token:
+    the deltas that are ready (text to send, or the end)."""
+    generations = [r.generation for r in batch]
+    choices = choose_batch(
+        logits, [g.chooser for g in generations], [g.history for g in generations]
+    )
+    ready = []
+    for request, choice in zip(batch, choices, strict=True):
+        delta = request.generation.accept(choice, auto_interval)
+        if delta is not None:
+            ready.append((request, delta))
+    return ready
