@@ -11,19 +11,16 @@ from mlserver.errors import MLServerError
 from mlserver.grpc import utils as grpc_utils
 
 HTTP_BAD_REQUEST = 400
-HTTP_NOT_FOUND = 404
 HTTP_UNPROCESSABLE = 422
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_UNAVAILABLE = 503
-HTTP_GATEWAY_TIMEOUT = 504
 
 # MLServer maps only 400/404/422/500 to gRPC codes and answers UNKNOWN for the rest;
-# capacity and deadline errors deserve their proper, retry-aware codes.
+# capacity errors deserve their proper, retry-aware codes.
 grpc_utils.STATUS_CODE_MAPPING.setdefault(
     HTTP_TOO_MANY_REQUESTS, grpc.StatusCode.RESOURCE_EXHAUSTED
 )
 grpc_utils.STATUS_CODE_MAPPING.setdefault(HTTP_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE)
-grpc_utils.STATUS_CODE_MAPPING.setdefault(HTTP_GATEWAY_TIMEOUT, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class StreamingError(MLServerError):
@@ -57,10 +54,3 @@ class ServerAtCapacity(StreamingError):
 
     def __init__(self, msg: str):
         super().__init__(msg, HTTP_TOO_MANY_REQUESTS)
-
-
-class DeadlineExceeded(StreamingError):
-    """A request ran past its deadline."""
-
-    def __init__(self, msg: str):
-        super().__init__(msg, HTTP_GATEWAY_TIMEOUT)

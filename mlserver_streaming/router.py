@@ -33,8 +33,9 @@ from mlserver.utils import to_absolute_path
 from pydantic import Field
 
 from .errors import InvalidParameter, InvalidSettings
-from .events import REQUEST_INDEX, ParamValue, each_request, error_event
+from .events import ParamValue, stream_requests
 from .params import RESERVED_KEYS, request_parameters
+from .serving import check_streaming_server
 from .settings import RuntimeSettings, parse_extra
 
 PARAM_USER_ID = "user_id"
@@ -130,6 +131,7 @@ class ABRouter(MLModel):
     """Sends each user's requests to one fixed version of a model, split by weights."""
 
     async def load(self) -> bool:
+        check_streaming_server(self, streaming_only=False)
         self._config = parse_extra(self.settings, RouterSettings)
         self._targets: dict[str, MLModel] = {}
         try:
@@ -198,20 +200,16 @@ class ABRouter(MLModel):
     def predict_stream(
         self, payloads: AsyncIterator[InferenceRequest]
     ) -> AsyncIterator[InferenceResponse]:
-        return each_request(payloads, self._route_one)
+        return stream_requests(self, payloads, self._route_one)
 
     async def _route_one(
-        self, payload: InferenceRequest, index: int
+        self, payload: InferenceRequest, tags: dict[str, ParamValue]
     ) -> AsyncIterator[InferenceResponse]:
-        """One request of a stream, through its target; a routing error is its final event."""
-        try:
-            decision = self.decide(payload)
-        except InvalidParameter as err:
-            yield error_event(self, err, (), **{REQUEST_INDEX: index})
-            return
-        tags = {**decision.tags, REQUEST_INDEX: index}
+        """One request of a stream, through its target (whose errors are its own events)."""
+        decision = self.decide(payload)
+        served = {**decision.tags, **tags}
         async for item in decision.target.predict_stream(_one(without_user_id(payload))):
-            yield self._relabel(item, tags)
+            yield self._relabel(item, served)
 
     def _relabel(
         self, response: InferenceResponse, tags: dict[str, ParamValue]

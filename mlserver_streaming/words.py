@@ -14,15 +14,16 @@ from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from pydantic import Field
 
-from .events import REQUEST_INDEX, each_request, ending_with_error_event, event, final_event
+from .errors import InvalidInput
+from .events import FinishReason, ParamValue, event, final_event, stream_requests
 from .inputs import single_string
 from .params import reject_unknown, request_parameters
+from .serving import check_streaming_server
 from .settings import RuntimeSettings, parse_extra
 from .tensors import encode_text
 
 INPUT_PROMPT = "prompt"
 OUTPUT_TEXT = "output"
-FINISH_STOP = "stop"
 
 
 class WordStreamSettings(RuntimeSettings):
@@ -31,6 +32,10 @@ class WordStreamSettings(RuntimeSettings):
     delay_seconds: float = Field(0.5, ge=0, le=60)
     """Pause before each word, to simulate a slow model (seconds, 0–60)."""
 
+    max_words: int = Field(1000, ge=1, le=1_000_000)
+    """Most words one prompt may hold (1–1,000,000); longer prompts are refused before
+    their stream starts (1,000 words at 0.5 s each stream for about 8 minutes)."""
+
 
 def split_words(text: str) -> list[str]:
     """Words with their leading space kept, so joining the pieces gives the text back."""
@@ -38,10 +43,16 @@ def split_words(text: str) -> list[str]:
     return [word if i == 0 else " " + word for i, word in enumerate(words)]
 
 
-def decode_prompt(request: InferenceRequest) -> str:
-    """The single prompt string of a request; no parameters are accepted."""
+def decode_prompt(request: InferenceRequest, max_words: int) -> str:
+    """The single prompt string of a request, of at most `max_words` words; no parameters."""
     reject_unknown(request_parameters(request), allowed=())
-    return single_string(request, INPUT_PROMPT)
+    text = single_string(request, INPUT_PROMPT)
+    words = len(split_words(text))
+    if words > max_words:
+        raise InvalidInput(
+            f"input {INPUT_PROMPT!r} must hold at most {max_words} words (max_words), got {words}."
+        )
+    return text
 
 
 def text_output(text: str) -> ResponseOutput:
@@ -53,31 +64,28 @@ class WordStreamModel(MLModel):
     """Streams the prompt back word by word: the hello-world of MLServer streaming."""
 
     async def load(self) -> bool:
+        check_streaming_server(self, streaming_only=True)
         self._config = parse_extra(self.settings, WordStreamSettings)
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        text = decode_prompt(payload)
-        return final_event(self, FINISH_STOP, [text_output(text)], words=len(split_words(text)))
+        text = decode_prompt(payload, self._config.max_words)
+        return final_event(
+            self, FinishReason.STOP, [text_output(text)], words=len(split_words(text))
+        )
 
     def predict_stream(
         self, payloads: AsyncIterator[InferenceRequest]
     ) -> AsyncIterator[InferenceResponse]:
-        return each_request(payloads, self._stream_request)
-
-    def _stream_request(
-        self, payload: InferenceRequest, index: int
-    ) -> AsyncIterator[InferenceResponse]:
-        events = self._stream_one(payload, index)
-        return ending_with_error_event(self, events, [text_output("")], **{REQUEST_INDEX: index})
+        return stream_requests(self, payloads, self._stream_one, [text_output("")])
 
     async def _stream_one(
-        self, payload: InferenceRequest, index: int
+        self, payload: InferenceRequest, tags: dict[str, ParamValue]
     ) -> AsyncIterator[InferenceResponse]:
-        words = split_words(decode_prompt(payload))
+        words = split_words(decode_prompt(payload, self._config.max_words))
         for i, word in enumerate(words):
             await asyncio.sleep(self._config.delay_seconds)
             if i == len(words) - 1:
-                yield final_event(self, FINISH_STOP, [text_output(word)], **{REQUEST_INDEX: index})
+                yield final_event(self, FinishReason.STOP, [text_output(word)], **tags)
             else:
-                yield event(self, [text_output(word)], **{REQUEST_INDEX: index})
+                yield event(self, [text_output(word)], **tags)

@@ -18,6 +18,9 @@ from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
 from ..events import ParamValue, event, final_event, stream_requests
+from ..openai.routes import OpenAIRoutes
+from ..playground.routes import PlaygroundRoutes
+from ..serving import check_streaming_server
 from ..settings import parse_extra
 from .engine_client import EngineClient, RequestRecord
 from .engine_core import EngineSpec
@@ -32,10 +35,11 @@ EMPTY_OUTPUTS = delta_outputs(Delta(), None)
 """The outputs of an error event: empty text and no tokens."""
 
 
-class TextGenerator(MLModel):
+class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
     """Streams text from a GPT-2-family checkpoint with continuous batching (numpy, no torch)."""
 
     async def load(self) -> bool:
+        check_streaming_server(self, streaming_only=True)
         self._extra = parse_extra(self.settings, TextGenerationSettings)
         path = Path(await get_model_uri(self.settings))
         folder = ModelFolder.open(path, self.name)
@@ -45,9 +49,11 @@ class TextGenerator(MLModel):
         self._client = await EngineClient.start(spec, metrics)
         if self._extra.gc_freeze:
             gc.freeze()  # see TextGenerationSettings.gc_freeze
+        await self.serve_openai(path)
         return True
 
     async def unload(self) -> bool:
+        self.stop_serving_openai()
         client = getattr(self, "_client", None)  # None when load failed part-way
         if client is not None:
             await client.stop()

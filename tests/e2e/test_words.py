@@ -98,3 +98,16 @@ async def test_grpc_unary_bad_input_is_invalid_argument(server):
             await stub.ModelInfer(to_grpc(body, MODEL), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "must hold one string, got 2" in info.value.details()
+
+
+async def test_a_prompt_past_max_words_ends_before_the_first_word(server):
+    body = prompt_request(" ".join(["word"] * 1001))  # the default max_words is 1000
+    events = await sse_events(server.http_url, f"/v2/models/{MODEL}/generate_stream", body)
+    assert len(events) == 1
+    params = params_of(events[0])
+    assert params["final"] is True and params["finish_reason"] == "error"
+    assert "input 'prompt' must hold at most 1000 words (max_words), got 1001." in params["error"]
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
+        response = await client.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert response.status_code == 400
+    assert "at most 1000 words (max_words), got 1001" in response.json()["error"]
