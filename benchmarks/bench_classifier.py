@@ -6,8 +6,11 @@ model-repo settings) and without (`max_batch_size: 1`).
 
 1. One batch of `--rows` rows (the dataset tiled, sent as FP64 as it comes) answered
    unary vs streamed in chunks of `--chunk-size`, over REST/SSE and gRPC, plus a gRPC
-   bidi call that streams the same rows in as requests of `--chunk-size` rows:
-   rows/s and time to the first chunk.
+   bidi call that streams the same rows in as requests of `--chunk-size` rows, plus the
+   same rows as a CSV upload to `/classify_csv` (read and scored while it arrives), sent
+   by httpx streaming a generator body (httpx reads the response only once the body is
+   sent) and by a full-duplex client (tests/e2e/duplex.py): rows/s and time to the first
+   chunk.
 2. `--streams` concurrent gRPC bidi streams, each sending single-row requests one after
    another (the next once the previous is answered): rows/s with micro-batching on vs off.
 
@@ -37,6 +40,8 @@ import orjson
 from common import MODEL_REPO, ROOT, median, served, write_results
 from httpx_sse import aconnect_sse
 from sklearn.datasets import load_breast_cancer
+
+from tests.e2e.duplex import DuplexUpload
 
 BATCHED, UNBATCHED = "bench-batched", "bench-unbatched"
 MAX_MESSAGE = 512 * 1024 * 1024
@@ -104,6 +109,57 @@ async def rest_sse(http: httpx.AsyncClient, body: bytes) -> Timing:
     return first, time.perf_counter() - start
 
 
+CSV_PIECE = 64 * 1024  # bytes per piece of the streamed upload body
+
+
+def csv_body(rows: np.ndarray) -> bytes:
+    """The rows as CSV text (a header line, then one line per row)."""
+    lines = [",".join(f"f{i}" for i in range(rows.shape[1]))]
+    lines += [",".join(map(repr, row)) for row in rows.tolist()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def csv_path(rows: int, chunk_size: int) -> str:
+    return f"/v2/models/{BATCHED}/classify_csv?chunk_size={chunk_size}&rows_total={rows}"
+
+
+async def csv_httpx(http: httpx.AsyncClient, body: bytes, path: str) -> Timing:
+    """The upload as httpx sends it: a streamed generator body, then the response."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), CSV_PIECE):
+            yield body[i : i + CSV_PIECE]
+
+    start, first = time.perf_counter(), None
+    async with aconnect_sse(http, "POST", path, content=pieces()) as source:
+        async for sse in source.aiter_sse():
+            orjson.loads(sse.data)
+            first = first or time.perf_counter() - start
+    assert first is not None
+    return first, time.perf_counter() - start
+
+
+async def csv_duplex(base_url: str, body: bytes, path: str) -> Timing:
+    """The upload from a client that reads the events while it is still sending."""
+    start, first = time.perf_counter(), None
+    upload = await DuplexUpload.open(base_url + path)
+
+    async def send() -> None:
+        for i in range(0, len(body), CSV_PIECE):
+            await upload.send(body[i : i + CSV_PIECE])
+        await upload.finish()
+
+    sender = asyncio.create_task(send())
+    try:
+        async for _ in upload.events():
+            first = first or time.perf_counter() - start
+        await sender
+    finally:
+        await upload.close()
+    assert first is not None
+    return first, time.perf_counter() - start
+
+
 async def grpc_calls(stub, requests: list[pb.ModelInferRequest], unary: bool) -> Timing:
     """One ModelInfer call, or one ModelStreamInfer call carrying every request."""
     start = time.perf_counter()
@@ -129,6 +185,7 @@ JSON = {"content-type": "application/json"}
 async def big_batch(server, rows: np.ndarray, chunk: int, runs: int) -> list[dict]:
     """Rows/s and time to first chunk of one big batch, unary vs streamed."""
     body = rest_body(rows, chunk)
+    csv, upload_path = csv_body(rows), csv_path(len(rows), chunk)
     whole = [grpc_request(BATCHED, rows, chunk)]
     pieces = [grpc_request(BATCHED, rows[i : i + chunk], chunk) for i in range(0, len(rows), chunk)]
     async with (
@@ -139,6 +196,10 @@ async def big_batch(server, rows: np.ndarray, chunk: int, runs: int) -> list[dic
         cases: dict[str, Callable[[], Awaitable[Timing]]] = {
             "REST unary (/infer)": lambda: rest_unary(http, body),
             "REST SSE (/infer_stream)": lambda: rest_sse(http, body),
+            "REST CSV upload, httpx (/classify_csv)": lambda: csv_httpx(http, csv, upload_path),
+            "REST CSV upload, full duplex (/classify_csv)": lambda: csv_duplex(
+                server.http_url, csv, upload_path
+            ),
             "gRPC unary (ModelInfer)": lambda: grpc_calls(stub, whole, unary=True),
             "gRPC stream, 1 request": lambda: grpc_calls(stub, whole, unary=False),
             f"gRPC bidi, {len(pieces)} requests of {chunk}": lambda: grpc_calls(

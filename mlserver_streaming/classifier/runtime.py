@@ -10,7 +10,9 @@ event loop stays free and concurrent callers share estimator calls.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import joblib
 import numpy as np
@@ -19,19 +21,16 @@ from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from mlserver.utils import get_model_uri
 
 from ..errors import InvalidSettings
-from ..events import (
-    REQUEST_INDEX,
-    ParamValue,
-    each_request,
-    ending_with_error_event,
-    event,
-    final_event,
-)
+from ..events import FinishReason, ParamValue, event, final_event, stream_requests
+from ..playground.routes import PlaygroundRoutes
+from ..serving import check_streaming_server
 from ..settings import parse_extra
 from .batcher import MicroBatcher
 from .features import ClassifyRequest, parse_request
+from .loaded import CLASSIFIERS
 from .metadata import input_metadata, output_metadata, reconcile
 from .outputs import encode_scores
+from .routes import ClassifierRoutes
 from .scoring import Schema, Scorer, Scores, ScoringThread
 from .settings import ClassifierSettings
 
@@ -40,16 +39,31 @@ MODEL_FILENAME = "model.joblib"
 PARAM_OFFSET = "offset"
 PARAM_ROWS_DONE = "rows_done"
 PARAM_ROWS_TOTAL = "rows_total"
-FINISH_COMPLETE = "complete"
+
+# MLServer loads models concurrently, so two versions' unpickling can import scikit-learn
+# in two threads at once. Python does not wait for a package that is still initialising
+# before running its submodules, so the threads take module locks in opposite orders
+# (`sklearn` then `sklearn.base`, and the reverse); importlib breaks that deadlock by
+# handing one of them the half-initialised module ("cannot import name 'clone' from
+# partially initialized module 'sklearn.base'") and the load fails. A pickle may import
+# any module, so unpickling runs one at a time in the process.
+_UNPICKLING = threading.Lock()
 
 
-class StreamingClassifier(MLModel):
+def load_estimator(path: str) -> Any:
+    """`joblib.load`, one at a time per process, so its imports never race; blocks."""
+    with _UNPICKLING:
+        return joblib.load(path)
+
+
+class StreamingClassifier(PlaygroundRoutes, ClassifierRoutes, MLModel):
     """Serves `predict` (+ `predict_proba`) of a joblib-saved scikit-learn classifier."""
 
     async def load(self) -> bool:
+        check_streaming_server(self, streaming_only=False)
         self._config = parse_extra(self.settings, ClassifierSettings)
         path = await get_model_uri(self.settings, wellknown_filenames=[MODEL_FILENAME])
-        estimator = await asyncio.to_thread(joblib.load, path)
+        estimator = await asyncio.to_thread(load_estimator, path)
         source = f"model {self.name!r} ({path})"
         self._schema = schema = Schema.of(estimator, source=source)
         self._thread = ScoringThread(Scorer(estimator, schema), self._config.estimator_threads)
@@ -65,9 +79,11 @@ class StreamingClassifier(MLModel):
                 self._thread, self._config.max_batch_size, self._config.max_batch_time_ms / 1000
             )
             self._batcher.start()
+        CLASSIFIERS.add(self)
         return True
 
     async def unload(self) -> bool:
+        CLASSIFIERS.remove(self)
         batcher = getattr(self, "_batcher", None)
         if batcher is not None:
             await batcher.stop()
@@ -92,23 +108,16 @@ class StreamingClassifier(MLModel):
     def predict_stream(
         self, payloads: AsyncIterator[InferenceRequest]
     ) -> AsyncIterator[InferenceResponse]:
-        return each_request(payloads, self.stream_request)
-
-    def stream_request(
-        self, payload: InferenceRequest, index: int = 0
-    ) -> AsyncIterator[InferenceResponse]:
-        """The events of one request of a stream; errors become its final event."""
-        events = self._stream_chunks(payload, index)
-        return ending_with_error_event(self, events, (), **{REQUEST_INDEX: index})
+        return stream_requests(self, payloads, self._stream_chunks)
 
     async def _stream_chunks(
-        self, payload: InferenceRequest, index: int
+        self, payload: InferenceRequest, tags: dict[str, ParamValue]
     ) -> AsyncIterator[InferenceResponse]:
         request = parse_request(payload, self.schema, self._config)
         total = len(request.rows)
         async for offset, scores in self._scored_chunks(request):
             outputs = encode_scores(scores, request.outputs)
-            yield chunk_event(self, outputs, offset, len(scores), total, **{REQUEST_INDEX: index})
+            yield chunk_event(self, outputs, offset, len(scores), total, **tags)
 
     async def _scored_chunks(self, request: ClassifyRequest) -> AsyncIterator[tuple[int, Scores]]:
         """(offset, scores) per chunk; the next chunk is scored while this one is sent."""
@@ -152,5 +161,5 @@ def chunk_event(
         **params,
     }
     if offset + rows == total:
-        return final_event(model, FINISH_COMPLETE, outputs, **progress)
+        return final_event(model, FinishReason.COMPLETE, outputs, **progress)
     return event(model, outputs, **progress)
