@@ -6,6 +6,9 @@ from mlserver.types import InferenceRequest, RequestInput
 
 from .errors import InvalidInput
 
+INPUT_PROMPT = "prompt"
+"""The one-string input of the text runtimes (the generator's and the word model's)."""
+
 
 def find_input(request: InferenceRequest, name: str, expected: str) -> RequestInput:
     """The input called `name`; `expected` describes it for the error message."""

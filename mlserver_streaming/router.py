@@ -132,17 +132,17 @@ class ABRouter(MLModel):
 
     async def load(self) -> bool:
         check_streaming_server(self, streaming_only=False)
-        self._config = parse_extra(self.settings, RouterSettings)
+        self._extra = parse_extra(self.settings, RouterSettings)
         self._targets: dict[str, MLModel] = {}
         try:
-            for target in self._config.targets:
+            for target in self._extra.targets:
                 await self._add_target(await load_target(self.settings, target.folder))
         except BaseException:
             await self.unload()  # no half-loaded router keeps its targets' batchers running
             raise
         versions = list(self._targets)
-        self._routes = Routes(versions, [t.weight for t in self._config.targets])
-        default = self._config.default_version
+        self._routes = Routes(versions, [t.weight for t in self._extra.targets])
+        default = self._extra.default_version
         if default is not None and default not in self._targets:
             await self.unload()
             raise InvalidSettings(
@@ -172,14 +172,14 @@ class ABRouter(MLModel):
         """Pick the target of one request (raises InvalidParameter without a usable user_id)."""
         user_id = user_id_of(request_parameters(payload))
         if user_id is None:
-            if self._config.default_version is None:
+            if self._extra.default_version is None:
                 raise InvalidParameter(
                     f"parameter {PARAM_USER_ID!r} is required to choose a version "
                     f"({' or '.join(self._targets)}); got parameters "
                     f"{sorted(set(request_parameters(payload)) - RESERVED_KEYS)}."
                 )
-            return self._decision(self._config.default_version, bucket=None)
-        bucket = bucket_of(user_id, self._config.salt or self.name)
+            return self._decision(self._extra.default_version, bucket=None)
+        bucket = bucket_of(user_id, self._extra.salt or self.name)
         return self._decision(self._routes.version_for(bucket), bucket)
 
     def _decision(self, version: str, bucket: int | None) -> Decision:

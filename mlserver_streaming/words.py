@@ -16,13 +16,12 @@ from pydantic import Field
 
 from .errors import InvalidInput
 from .events import FinishReason, ParamValue, event, final_event, stream_requests
-from .inputs import single_string
+from .inputs import INPUT_PROMPT, single_string
 from .params import reject_unknown, request_parameters
 from .serving import check_streaming_server
 from .settings import RuntimeSettings, parse_extra
 from .tensors import encode_text
 
-INPUT_PROMPT = "prompt"
 OUTPUT_TEXT = "output"
 
 
@@ -65,11 +64,11 @@ class WordStreamModel(MLModel):
 
     async def load(self) -> bool:
         check_streaming_server(self, streaming_only=True)
-        self._config = parse_extra(self.settings, WordStreamSettings)
+        self._extra = parse_extra(self.settings, WordStreamSettings)
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        text = decode_prompt(payload, self._config.max_words)
+        text = decode_prompt(payload, self._extra.max_words)
         return final_event(
             self, FinishReason.STOP, [text_output(text)], words=len(split_words(text))
         )
@@ -82,9 +81,9 @@ class WordStreamModel(MLModel):
     async def _stream_one(
         self, payload: InferenceRequest, tags: dict[str, ParamValue]
     ) -> AsyncIterator[InferenceResponse]:
-        words = split_words(decode_prompt(payload, self._config.max_words))
+        words = split_words(decode_prompt(payload, self._extra.max_words))
         for i, word in enumerate(words):
-            await asyncio.sleep(self._config.delay_seconds)
+            await asyncio.sleep(self._extra.delay_seconds)
             if i == len(words) - 1:
                 yield final_event(self, FinishReason.STOP, [text_output(word)], **tags)
             else:

@@ -58,7 +58,7 @@ class UploadOptions:
     def parse(cls, query: Mapping[str, str], model: StreamingClassifier) -> UploadOptions:
         """From `?chunk_size=&rows_total=&header=`; the model's settings give the limits."""
         reject_unknown(query, allowed=(PARAM_CHUNK_SIZE, QUERY_ROWS_TOTAL, QUERY_HEADER))
-        limits = model._config
+        limits = model.extra
         chunk_size = as_int(PARAM_CHUNK_SIZE, query.get(PARAM_CHUNK_SIZE, limits.chunk_size))
         check_range(PARAM_CHUNK_SIZE, chunk_size, 1, limits.max_rows)
         rows_total = None
@@ -152,7 +152,7 @@ async def scored_chunks(
     async def submit() -> None:
         try:
             async for rows, last in chunks:
-                await queue.put((asyncio.ensure_future(model._score(rows)), last))
+                await queue.put((asyncio.ensure_future(model.score(rows)), last))
             await queue.put(None)
         except Exception as err:  # noqa: BLE001 - handed to the reader, after the rows before it
             await queue.put(err)
@@ -177,7 +177,7 @@ async def upload_events(
 ) -> AsyncIterator[InferenceResponse]:
     """The V2 events of one upload (errors not yet turned into the final event)."""
     outputs = available_outputs(model.schema)
-    chunks = row_chunks(pieces, model.schema.n_features, options, model._config.max_rows)
+    chunks = row_chunks(pieces, model.schema.n_features, options, model.extra.max_rows)
     done = 0
     async for scores, last in scored_chunks(model, chunks):
         progress: dict[str, ParamValue] = {PARAM_OFFSET: done, PARAM_ROWS_DONE: done + len(scores)}

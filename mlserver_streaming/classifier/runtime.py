@@ -61,12 +61,12 @@ class StreamingClassifier(PlaygroundRoutes, ClassifierRoutes, MLModel):
 
     async def load(self) -> bool:
         check_streaming_server(self, streaming_only=False)
-        self._config = parse_extra(self.settings, ClassifierSettings)
+        self._extra = parse_extra(self.settings, ClassifierSettings)
         path = await get_model_uri(self.settings, wellknown_filenames=[MODEL_FILENAME])
         estimator = await asyncio.to_thread(load_estimator, path)
         source = f"model {self.name!r} ({path})"
         self._schema = schema = Schema.of(estimator, source=source)
-        self._thread = ScoringThread(Scorer(estimator, schema), self._config.estimator_threads)
+        self._thread = ScoringThread(Scorer(estimator, schema), self._extra.estimator_threads)
         try:  # fail the load, not the first request
             await self._thread(np.zeros((1, schema.n_features)))
         except Exception as err:
@@ -74,9 +74,9 @@ class StreamingClassifier(PlaygroundRoutes, ClassifierRoutes, MLModel):
         self.inputs = reconcile(self.settings.inputs, input_metadata(schema), source)
         self.outputs = reconcile(self.settings.outputs, output_metadata(schema), source)
         self._batcher: MicroBatcher[Scores] | None = None
-        if self._config.batching:
+        if self._extra.batching:
             self._batcher = MicroBatcher(
-                self._thread, self._config.max_batch_size, self._config.max_batch_time_ms / 1000
+                self._thread, self._extra.max_batch_size, self._extra.max_batch_time_ms / 1000
             )
             self._batcher.start()
         CLASSIFIERS.add(self)
@@ -93,12 +93,17 @@ class StreamingClassifier(PlaygroundRoutes, ClassifierRoutes, MLModel):
         return True
 
     @property
+    def extra(self) -> ClassifierSettings:
+        """This model's `parameters.extra`, parsed at load."""
+        return self._extra
+
+    @property
     def schema(self) -> Schema:
         """Feature count and class order of the loaded estimator."""
         return self._schema
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        request = parse_request(payload, self.schema, self._config)
+        request = parse_request(payload, self.schema, self._extra)
         parts = [scores async for _, scores in self._scored_chunks(request)]
         total = len(request.rows)
         return chunk_event(
@@ -113,7 +118,7 @@ class StreamingClassifier(PlaygroundRoutes, ClassifierRoutes, MLModel):
     async def _stream_chunks(
         self, payload: InferenceRequest, tags: dict[str, ParamValue]
     ) -> AsyncIterator[InferenceResponse]:
-        request = parse_request(payload, self.schema, self._config)
+        request = parse_request(payload, self.schema, self._extra)
         total = len(request.rows)
         async for offset, scores in self._scored_chunks(request):
             outputs = encode_scores(scores, request.outputs)
@@ -122,17 +127,18 @@ class StreamingClassifier(PlaygroundRoutes, ClassifierRoutes, MLModel):
     async def _scored_chunks(self, request: ClassifyRequest) -> AsyncIterator[tuple[int, Scores]]:
         """(offset, scores) per chunk; the next chunk is scored while this one is sent."""
         rows, size = request.rows, request.chunk_size
-        ahead = asyncio.ensure_future(self._score(rows[:size]))
+        ahead = asyncio.ensure_future(self.score(rows[:size]))
         try:
             for offset in range(0, len(rows), size):
                 current, following = ahead, rows[offset + size : offset + 2 * size]
                 if len(following):
-                    ahead = asyncio.ensure_future(self._score(following))
+                    ahead = asyncio.ensure_future(self.score(following))
                 yield offset, await current
         finally:
             _discard(ahead)
 
-    async def _score(self, rows: np.ndarray) -> Scores:
+    async def score(self, rows: np.ndarray) -> Scores:
+        """Scores of some rows, through the micro-batcher unless batching is off."""
         if self._batcher is not None:
             return await self._batcher.submit(rows)
         return await self._thread(rows)

@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from mlserver.types import InferenceRequest
 
 from ..errors import InvalidInput, InvalidParameter, InvalidSettings
-from ..inputs import single_string
+from ..inputs import INPUT_PROMPT, single_string
 from .params import GenerationParams
 from .settings import TextGenerationSettings
 from .tokenizer import TextTokenizer
-
-INPUT_PROMPT = "prompt"
 
 
 @dataclass(frozen=True)
