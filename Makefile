@@ -5,6 +5,14 @@ BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.stamp-serve
 TEST_STAMP := $(VENV)/.stamp-test
 PYTEST_ARGS ?=
+# llama-cpp-python is built from source, with explicit portable CPU flags instead of
+# -march=native: a native build here once died with "Illegal instruction" in Q8_0 batched
+# matmuls (the CPU reported AMX) and CI's VM need not be the building one. AVX2/FMA/F16C/BMI2
+# (x86-64-v3) runs on any x86-64 VM of this kind; AVX512 and AMX are off (this VM has AVX512,
+# CI's is not guaranteed to). pip caches the wheel it built; a wheel built by hand with other
+# flags would be reused: `pip cache remove llama_cpp_python`. benchmarks/build_llama_server.sh
+# reads these flags from here.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF -DGGML_CCACHE=OFF
 
 .PHONY: serve test check format bench models clean
 
@@ -17,15 +25,25 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(SERVE_STAMP)
 
 ## serve: install the package and serve every model in model-repo (ports: MLSERVER_*_PORT)
 serve: $(SERVE_STAMP)
 	$(BIN)/mlserver start model-repo
 
+# The playground's browser tests drive Debian's chromium through its chromedriver. Installed
+# with apt when missing and we may (root, apt-get present: CI); otherwise the tests skip and
+# say why. No stamp: the check is two file tests, and a skipped install is retried next time.
+.PHONY: chromium
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "chromium/chromedriver missing and apt-get not usable (not root?): browser tests will skip"; fi
+
 ## test: install with test extras and run the whole suite (unit + end-to-end)
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## check: lint, format check and type check

@@ -1,4 +1,4 @@
-"""Load generator for streamed text generation over REST SSE and gRPC.
+"""Load generator for streamed text generation over REST SSE, gRPC and OpenAI SSE.
 
 For each concurrency level N, N workers each stream `--requests` completions back to back
 (closed loop) against a real `mlserver start model-repo`, and it reports aggregate
@@ -8,6 +8,7 @@ With --transformers it also runs transformers' continuous batching
 
     python benchmarks/load_text.py                       # 1,4,16,32,64 streams, REST and gRPC
     python benchmarks/load_text.py --levels 1 32 --transformers
+    python benchmarks/load_text.py --levels 1 32 --transports openai rest --repeats 2
 """
 
 from __future__ import annotations
@@ -105,6 +106,39 @@ async def rest_stream(client: httpx.AsyncClient, url: str, request: dict) -> Str
     return rec.stats
 
 
+def openai_body(request: dict) -> dict:
+    """The same request for /v1/completions (streamed, usage at the end)."""
+    prompt = request["inputs"][0]["data"][0]
+    extra = {"stream": True, "stream_options": {"include_usage": True}}
+    return {"model": "shakespeare", "prompt": prompt, **request["parameters"], **extra}
+
+
+async def openai_stream(client: httpx.AsyncClient, url: str, request: dict) -> StreamStats:
+    """One OpenAI SSE stream. Chunks carry text, not token ids: the usage chunk gives the
+    token count, spread evenly over the chunks for the inter-token gaps."""
+    start = time.perf_counter()
+    arrivals: list[float] = []
+    stats = StreamStats()
+    async with aconnect_sse(client, "POST", url, json=openai_body(request)) as source:
+        async for sse in source.aiter_sse():
+            if sse.data == "[DONE]":
+                break
+            event = json.loads(sse.data)
+            if "error" in event:
+                stats.error = str(event["error"].get("message"))
+            elif event["choices"]:
+                arrivals.append(time.perf_counter())
+            else:
+                stats.tokens = event["usage"]["completion_tokens"]
+    if arrivals:
+        stats.ttft = arrivals[0] - start
+        per_chunk = stats.tokens / len(arrivals)
+        for before, after in zip(arrivals, arrivals[1:], strict=False):
+            stats.event_gaps.append(after - before)
+            stats.gaps.extend([(after - before) / per_chunk] * max(1, round(per_chunk)))
+    return stats
+
+
 def grpc_request(request: dict):
     """The same request as a gRPC ModelInferRequest (floats as strings)."""
     import mlserver.grpc.dataplane_pb2 as pb
@@ -179,7 +213,14 @@ async def run_level(
                 stub = dataplane.GRPCInferenceServiceStub(channel)
                 return [await guarded(grpc_stream_one(stub, req), timeout) for req in bodies(w)]
 
-        worker = rest_worker if transport == "rest" else grpc_worker
+        async def openai_worker(w: int) -> list[StreamStats]:
+            await client.get(f"{server.http_url}/v2/health/live")
+            completions = f"{server.http_url}/v1/completions"
+            return [
+                await guarded(openai_stream(client, completions, req), timeout) for req in bodies(w)
+            ]
+
+        worker = {"rest": rest_worker, "grpc": grpc_worker, "openai": openai_worker}[transport]
 
         cpu = CpuMeter(server.pid)
         start = time.perf_counter()
@@ -403,7 +444,9 @@ def ratios(rows: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 32, 64])
-    parser.add_argument("--transports", nargs="+", default=["rest", "grpc"])
+    parser.add_argument(
+        "--transports", nargs="+", default=["rest", "grpc"], choices=["rest", "grpc", "openai"]
+    )
     parser.add_argument("--requests", type=int, default=3, help="per worker, back to back")
     parser.add_argument("--max-tokens", type=int, default=64, help="mean output length")
     parser.add_argument("--timeout", type=float, default=120.0, help="a stream past it is hung")

@@ -17,7 +17,20 @@ from mlserver.types import InferenceRequest
 from .errors import InvalidParameter
 
 # Keys MLServer itself puts into request parameters; never the client's business to validate.
-RESERVED_KEYS = frozenset({"content_type", "headers", "id"})
+MLSERVER_KEYS = frozenset({"content_type", "headers", "id"})
+# Protocol-level keys that standard V2 clients add for the server, not the model (tritonclient:
+# sequence batching, priority, timeout, binary outputs; Triton reserves the `triton_` prefix
+# too). This server implements none of them, so they are accepted and change nothing.
+PROTOCOL_KEYS = frozenset(
+    {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority", "timeout"}
+)
+PROTOCOL_PREFIX = "triton_"
+RESERVED_KEYS = MLSERVER_KEYS | PROTOCOL_KEYS
+
+
+def is_reserved(key: str) -> bool:
+    """True for keys that are MLServer's or the protocol's, never a model parameter."""
+    return key in RESERVED_KEYS or key.startswith(PROTOCOL_PREFIX)
 
 
 def request_parameters(request: InferenceRequest) -> dict[str, Any]:
@@ -25,12 +38,12 @@ def request_parameters(request: InferenceRequest) -> dict[str, Any]:
     if request.parameters is None:
         return {}
     raw = request.parameters.model_dump(exclude_none=True)
-    return {k: v for k, v in raw.items() if k not in RESERVED_KEYS}
+    return {k: v for k, v in raw.items() if not is_reserved(k)}
 
 
 def reject_unknown(params: Mapping[str, Any], allowed: Collection[str]) -> None:
     """Fail on parameters nobody reads: a typo must not be silently ignored."""
-    unknown = sorted(set(params) - set(allowed) - RESERVED_KEYS)
+    unknown = sorted(k for k in set(params) - set(allowed) if not is_reserved(k))
     if unknown:
         names = ", ".join(repr(k) for k in unknown)
         raise InvalidParameter(f"unknown parameter {names}; allowed: {', '.join(sorted(allowed))}.")

@@ -1,0 +1,169 @@
+"""The OpenAI routes, as MLServer custom handlers of every text generator.
+
+MLServer's custom routes are global: each loaded text generator adds the same three paths,
+the first added answers, and a model's routes go when it unloads. So no handler serves
+`self`: each looks the body's `model` up in `OPENAI_MODELS`, where every text generator is
+registered at the end of its load and removed at its unload, and any generator's route can
+answer for all of them (loading, unloading or reloading one leaves the others reachable).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+from mlserver.handlers import custom_handler
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..registry import LoadedModels
+from .chat_template import ChatTemplate, no_template
+from .chunks import Head, model_card
+from .errors import OpenAIError, from_exception, invalid, model_not_found
+from .generate import build_choices, submit_all
+from .logprobs import TokenStrings
+from .protocol import ChatCompletionRequest, CompletionRequest, Sampling
+from .responses import ChatRenderer, CompletionRenderer, Renderer, stream_events, unary
+from .streaming import keepalive_interval
+
+if TYPE_CHECKING:
+    from ..text.runtime import TextGenerator
+
+OPENAI_MODELS: LoadedModels[TextGenerator] = LoadedModels()
+"""The loaded text generators, by name: what the `model` field of a request picks from."""
+
+MODELS_PATH = "/v1/models"
+COMPLETIONS_PATH = "/v1/completions"
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class OpenAIState:
+    """What the OpenAI routes keep of one loaded text generator."""
+
+    chat_template: ChatTemplate | None
+    strings: TokenStrings
+    created: int
+    """Load time (Unix seconds): `created` in `GET /v1/models`."""
+
+
+def json_response(body: dict[str, Any], status: int = 200, headers: dict | None = None) -> Response:
+    """A JSON response (orjson, as MLServer's own)."""
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(err: BaseException) -> Response:
+    """Any failure before a stream began, in OpenAI's shape with its status."""
+    error = from_exception(err)
+    return json_response(error.body(), error.status, error.headers())
+
+
+async def read_body(request: Request, model_class: type[BaseModel]) -> Any:
+    """The request body validated as `model_class` (a 400 naming the bad field)."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as err:
+        raise invalid(f"the request body is not valid JSON: {err}", None) from err
+    if not isinstance(data, dict):
+        raise invalid("the request body must be a JSON object.", None)
+    return model_class.model_validate(data)
+
+
+def loaded(name: str) -> TextGenerator:
+    """The loaded text generator a request names (404 otherwise)."""
+    model = OPENAI_MODELS.get(name)
+    if model is None:
+        raise model_not_found(name, OPENAI_MODELS.names())
+    return model
+
+
+async def serve(
+    body: Sampling,
+    model: TextGenerator,
+    prompt: str,
+    raw: dict[str, Any],
+    names: dict[str, str],
+    renderer: Callable[[Head, TokenStrings], Renderer],
+) -> Response:
+    """Submit the n choices, then stream them or answer once they are done."""
+    chat = isinstance(body, ChatCompletionRequest)
+    requests = build_choices(model, prompt, raw, body.n, names, "messages" if chat else "prompt")
+    records, streams = await submit_all(model, requests)
+    render = renderer(Head(body.model, chat), model.openai_state.strings)
+    if body.stream:
+        events = stream_events(render, records, streams, body.include_usage, keepalive_interval())
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return json_response(await unary(render, records, streams))
+
+
+class OpenAIRoutes:
+    """Mixin of TextGenerator: `GET /v1/models`, `POST /v1/completions` and
+    `POST /v1/chat/completions` (OpenAI's API, vLLM's wire format)."""
+
+    openai_state: OpenAIState
+
+    async def serve_openai(self, folder: Path) -> None:
+        """Read the chat template (a broken one fails the load) and join the registry; call
+        at the end of `load`."""
+        model = cast("TextGenerator", self)
+        template = ChatTemplate.from_folder(folder, model.name)
+        strings = TokenStrings(model.requests.tokenizer)
+        self.openai_state = OpenAIState(template, strings, int(time.time()))
+        OPENAI_MODELS.add(model)
+
+    def stop_serving_openai(self) -> None:
+        """Leave the registry; call in `unload`."""
+        OPENAI_MODELS.remove(cast("TextGenerator", self))
+
+    @custom_handler(rest_path=MODELS_PATH, rest_method="GET")
+    async def openai_models(self, request: Request) -> Response:
+        """Every loaded text generator."""
+        cards = []
+        for name in OPENAI_MODELS.names():
+            model = loaded(name)
+            limit = model.requests.limits.max_total_tokens
+            cards.append(model_card(name, model.openai_state.created, limit))
+        return json_response({"object": "list", "data": cards})
+
+    @custom_handler(rest_path=COMPLETIONS_PATH, rest_method="POST")
+    async def openai_completions(self, request: Request) -> Response:
+        """A completion of one prompt, streamed (SSE) or whole."""
+        try:
+            body: CompletionRequest = await read_body(request, CompletionRequest)
+            model = loaded(body.model)
+
+            def renderer(head: Head, strings: TokenStrings) -> Renderer:
+                return CompletionRenderer(head, strings, body.logprobs)
+
+            raw, names = body.raw_parameters(), body.field_names()
+            return await serve(body, model, body.prompt, raw, names, renderer)
+        except Exception as err:  # noqa: BLE001 - every failure answers in OpenAI's shape
+            return error_response(err)
+
+    @custom_handler(rest_path=CHAT_COMPLETIONS_PATH, rest_method="POST")
+    async def openai_chat_completions(self, request: Request) -> Response:
+        """The assistant's reply to a conversation (rendered by the model's chat template)."""
+        try:
+            body: ChatCompletionRequest = await read_body(request, ChatCompletionRequest)
+            model = loaded(body.model)
+            template = model.openai_state.chat_template
+            if template is None:
+                raise no_template(model.name)
+            prompt = template.render(body.template_messages(), body.add_generation_prompt)
+
+            def renderer(head: Head, strings: TokenStrings) -> Renderer:
+                return ChatRenderer(head, strings, body.logprobs)
+
+            raw, names = body.raw_parameters(), body.field_names()
+            return await serve(body, model, prompt, raw, names, renderer)
+        except Exception as err:  # noqa: BLE001 - every failure answers in OpenAI's shape
+            return error_response(err)
+
+
+__all__ = ["OPENAI_MODELS", "OpenAIError", "OpenAIRoutes"]

@@ -1,0 +1,177 @@
+"""The OpenAI API over a real `mlserver start model-repo`, through the `openai` SDK (sync and
+async, streaming and not) against every text generator, and over raw HTTP chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from .clients import TIMEOUT, metric
+from .conftest import MODEL_REPO
+from .openai_models import TextModel, text_generators
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+GENERATORS = text_generators(MODEL_REPO)
+CHATTY = [m for m in GENERATORS if m.has_chat_template]
+CHAT = [{"role": "system", "content": "A platform."}, {"role": "user", "content": "Who's there?"}]
+
+
+def ids(model: TextModel) -> str:
+    return model.name
+
+
+def sync_client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.http_url + "/v1", api_key="unused", max_retries=0)
+
+
+def async_client(server) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.http_url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_the_repo_has_text_generators():
+    assert "shakespeare" in [m.name for m in GENERATORS]
+
+
+def test_models_lists_every_text_generator(server):
+    listed = [m.id for m in sync_client(server).models.list()]
+    assert listed == sorted(m.name for m in GENERATORS)
+
+
+@pytest.mark.parametrize("model", GENERATORS, ids=ids)
+def test_sync_completion_unary_and_stream_agree(server, model):
+    client = sync_client(server)
+    params = {"model": model.name, "prompt": "ROMEO:\n", "max_tokens": 40, "seed": 7}
+    unary = client.completions.create(**params)
+    assert unary.object == "text_completion" and unary.id.startswith("cmpl-")
+    assert unary.choices[0].finish_reason in ("length", "stop")
+    assert unary.usage is not None and unary.usage.completion_tokens <= 40
+    chunks = list(
+        client.completions.create(**params, stream=True, stream_options={"include_usage": True})
+    )
+    *content, usage = chunks
+    assert usage.choices == [] and usage.usage == unary.usage
+    assert len({c.id for c in chunks}) == 1 and all(c.model == model.name for c in chunks)
+    reasons = [c.choices[0].finish_reason for c in content]
+    assert reasons[-1] == unary.choices[0].finish_reason and set(reasons[:-1]) <= {None}
+    assert "".join(c.choices[0].text for c in content) == unary.choices[0].text
+    assert len(content) > 1  # streamed (a backlog of tokens may share a chunk, as on V2)
+
+
+@pytest.mark.parametrize("model", GENERATORS, ids=ids)
+async def test_async_chat_unary_and_stream_agree(server, model):
+    client = async_client(server)
+    params = {"model": model.name, "messages": CHAT, "max_completion_tokens": 10, "seed": 4}
+    if not model.has_chat_template:
+        with pytest.raises(openai.BadRequestError, match="has no chat template"):
+            await client.chat.completions.create(**params)
+        return
+    unary = await client.chat.completions.create(**params)
+    assert unary.object == "chat.completion" and unary.id.startswith("chatcmpl-")
+    message = unary.choices[0].message
+    assert message.role == "assistant" and message.content
+    stream = await client.chat.completions.create(**params, stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == message.content
+    assert chunks[-1].choices[0].finish_reason == unary.choices[0].finish_reason
+
+
+@pytest.mark.parametrize("model", CHATTY, ids=ids)
+async def test_n_choices_stream_each_with_its_index_and_end(server, model):
+    stream = await async_client(server).chat.completions.create(
+        model=model.name,
+        messages=CHAT,
+        max_tokens=6,
+        n=3,
+        seed=11,
+        stream=True,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body={"top_k": 20, "repetition_penalty": 1.2},
+    )
+    ends: dict[int, list] = {0: [], 1: [], 2: []}
+    async for chunk in stream:
+        (choice,) = chunk.choices
+        ends[choice.index].append(choice.finish_reason)
+        if choice.delta.content:
+            assert choice.logprobs is not None
+            assert all(len(e.top_logprobs) == 2 for e in choice.logprobs.content)
+    for reasons in ends.values():
+        assert reasons[-1] == "length" and set(reasons[:-1]) == {None}
+
+
+def test_sdk_errors_name_the_field(server):
+    client = sync_client(server)
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model="shakespeare", prompt="x", temperature=11)
+    assert bad.value.body["param"] == "temperature"
+    assert bad.value.body["message"] == "temperature must be in [0, 10], got 11."
+    with pytest.raises(openai.NotFoundError, match="'nobody' is not a loaded text generator"):
+        client.completions.create(model="nobody", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="response_format is not supported"):
+        client.chat.completions.create(
+            model="shakespeare", messages=CHAT, response_format={"type": "json_object"}
+        )
+
+
+async def test_raw_sse_arrives_chunk_by_chunk(server):
+    body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 60, "stream": True}
+    arrivals: list[tuple[float, str]] = []
+    async with (
+        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
+        client.stream("POST", "/v1/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line:
+                arrivals.append((time.monotonic(), line))
+    lines = [line for _, line in arrivals]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    assert [e["choices"][0]["finish_reason"] for e in events][-1] in ("length", "stop")
+    assert len({t for t, _ in arrivals}) > 5  # many separate arrivals, not one response
+
+
+async def test_disconnect_cancels_the_sequence_and_openai_is_counted(server):
+    cancelled = "mlserver_streaming:request_success_total"
+    before = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
+    body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 250, "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
+        client.stream("POST", "/v1/completions", json=body) as response,
+    ):
+        received = 0
+        async for line in response.aiter_lines():
+            received += line.startswith("data: {")
+            if received == 3:
+                break  # leaving the block closes the connection mid-stream
+    running = "mlserver_streaming:num_requests_running"
+    deadline = time.monotonic() + 10
+    while await metric(server, running, model_name="shakespeare") > 0:
+        assert time.monotonic() < deadline, "sequence still running after disconnect"
+        await asyncio.sleep(0.02)
+    after = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
+    assert after == before + 1
+
+
+async def test_openai_tokens_are_counted_like_v2(server):
+    generated = "mlserver_streaming:generation_tokens_total"
+    before = await metric(server, generated, model_name="shakespeare")
+    done = "mlserver_streaming:request_success_total"
+    ended = await metric(server, done, model_name="shakespeare", finished_reason="length")
+    unary = await async_client(server).completions.create(
+        model="shakespeare", prompt="ROMEO:\n", max_tokens=9, n=2, seed=1
+    )
+    assert unary.usage is not None and unary.usage.completion_tokens == 18
+    assert await metric(server, generated, model_name="shakespeare") == before + 18
+    assert await metric(server, done, model_name="shakespeare", finished_reason="length") == (
+        ended + 2
+    )
