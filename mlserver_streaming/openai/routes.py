@@ -108,14 +108,17 @@ class OpenAIRoutes:
 
     openai_state: OpenAIState
 
-    async def serve_openai(self, folder: Path) -> None:
-        """Read the chat template (a broken one fails the load) and join the registry; call
-        at the end of `load`."""
+    def prepare_openai(self, folder: Path) -> None:
+        """Read the chat template (a broken one fails the load); call in `load` before
+        anything that would need undoing, such as starting the engine."""
         model = cast("TextGenerator", self)
         template = ChatTemplate.from_folder(folder, model.name)
         strings = TokenStrings(model.requests.tokenizer)
         self.openai_state = OpenAIState(template, strings, int(time.time()))
-        OPENAI_MODELS.add(model)
+
+    def serve_openai(self) -> None:
+        """Join the registry the OpenAI routes dispatch through; call at the end of `load`."""
+        OPENAI_MODELS.add(cast("TextGenerator", self))
 
     def stop_serving_openai(self) -> None:
         """Leave the registry; call in `unload`."""

@@ -44,12 +44,13 @@ class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
         path = Path(await get_model_uri(self.settings))
         folder = ModelFolder.open(path, self.name)
         self._requests = RequestParser.from_settings(self._extra, folder, self.name)
+        self.prepare_openai(path)
         metrics = GenerationMetrics(self.name, self.version)
         spec = EngineSpec(path, self._extra, self.name)
         self._client = await EngineClient.start(spec, metrics)
         if self._extra.gc_freeze:
             gc.freeze()  # see TextGenerationSettings.gc_freeze
-        await self.serve_openai(path)
+        self.serve_openai()
         return True
 
     async def unload(self) -> bool:
