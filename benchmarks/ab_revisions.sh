@@ -9,20 +9,18 @@
 # package; the benchmark scripts, model-repo and venv are the current checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-old=$1 new=$2 rounds=$3
+old=$(git rev-parse --short "$1") new=$(git rev-parse --short "$2") rounds=$3
 shift 3
 [[ ${1:-} == "--" ]] && shift
 root=$PWD
 cache=benchmarks/.cache/ab
 mkdir -p "$cache"
-for rev in "$old" "$new"; do
-  dir="$cache/$(git rev-parse --short "$rev")"
-  [[ -d $dir ]] || git worktree add --detach "$dir" "$rev" >/dev/null
+for rev in "$old" "$new"; do  # resolved once: commits made meanwhile change nothing
+  [[ -d $cache/$rev ]] || git worktree add --detach "$cache/$rev" "$rev" >/dev/null
 done
 for round in $(seq "$rounds"); do
   for rev in "$old" "$new"; do
-    short=$(git rev-parse --short "$rev")
-    echo "=== round $round: $rev ($short) ==="
-    (cd benchmarks && PYTHONPATH="$root/$cache/$short" ../.venv/bin/python "$@")
+    echo "=== round $round: $rev ==="
+    (cd benchmarks && PYTHONPATH="$root/$cache/$rev" ../.venv/bin/python "$@")
   done
 done
