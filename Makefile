@@ -20,8 +20,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Serving installs the llama extra too: model-repo's shakespeare-gguf runs on llama.cpp (the
+# first `make serve` builds it, 5-8 minutes on 2 cores), and a model that fails to load at
+# start-up stops `mlserver start`.
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[llama]"
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
@@ -68,6 +71,7 @@ models: $(TEST_STAMP)
 	$(BIN)/pip install --quiet -e ".[train]"
 	$(BIN)/python training/train_classifier.py
 	$(BIN)/python training/train_gpt2.py
+	$(BIN)/python training/convert_gguf.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -90,3 +90,35 @@ async def test_a_bad_default_fails_the_load():
     with pytest.raises(InvalidSettings, match=r"model 'poet': parameters.extra.defaults.top_k"):
         await runtime.load()
     await runtime.unload()
+
+
+async def test_a_llama_architecture_gguf_loads_streams_and_stops(tmp_path):
+    """A non-GPT-2 model, chosen by its .gguf file, in the engine process: it streams, and
+    a stop sequence taken from its own greedy text ends it, unsent, with `stop`."""
+    pytest.importorskip("llama_cpp", reason="GGUF models need the llama extra")
+    from .gguf_fixtures import write_tiny_llama
+
+    path = write_tiny_llama(tmp_path / "tiny-llama.gguf")
+    runtime = TextGenerator(
+        ModelSettings(
+            name="tiny-llama",
+            implementation=TextGenerator,
+            parameters=ModelParameters(
+                uri=str(path), extra={"max_running": 4, "warmup_tokens": 1, "threads": 1}
+            ),
+        )
+    )
+    assert await runtime.load()
+    try:
+        greedy = {"temperature": 0, "max_tokens": 24}
+        whole = text_of(await runtime.predict(request("the hello", **greedy)))
+        assert len(whole) >= 6
+        stop = whole[3:6]
+        events = await stream(runtime, request("the hello", stop=stop, **greedy))
+        final = params_of(events[-1])
+        text = "".join(text_of(e) for e in events)
+        assert final[FINISH_REASON] == "stop" and final[PROMPT_TOKENS] > 0
+        assert text == whole[: whole.index(stop)] and stop not in text
+        assert len(events) >= 2  # it streamed before it stopped
+    finally:
+        await runtime.unload()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import jinja2
 from jinja2.ext import loopcontrols
@@ -20,6 +20,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import InvalidSettings
 from .errors import invalid
+
+if TYPE_CHECKING:
+    from ..text.model_folder import ModelFolder
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 CHAT_TEMPLATE_KEY = "chat_template"
@@ -98,6 +101,18 @@ class ChatTemplate:
             return cls.from_source(source, {k: v for k, v in tokens.items() if v is not None})
         except jinja2.TemplateSyntaxError as err:
             raise InvalidSettings(f"{where}: {CHAT_TEMPLATE_KEY} does not compile: {err}") from err
+
+    @classmethod
+    def for_model(cls, folder: ModelFolder, model_name: str) -> ChatTemplate | None:
+        """The template the model file carries (GGUF), else its folder's tokenizer_config."""
+        embedded = folder.embedded_chat_template
+        if embedded is None:
+            return cls.from_folder(folder.path, model_name) if folder.path.is_dir() else None
+        try:
+            return cls.from_source(embedded.source, embedded.special_tokens)
+        except jinja2.TemplateSyntaxError as err:
+            where = f"model {model_name!r}: {folder.path}"
+            raise InvalidSettings(f"{where}: its chat template does not compile: {err}") from err
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
         """The prompt for a conversation; a 400 naming `messages` when the template refuses it."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -32,6 +31,7 @@ from .responses import ChatRenderer, CompletionRenderer, Renderer, stream_events
 from .streaming import keepalive_interval
 
 if TYPE_CHECKING:
+    from ..text.model_folder import ModelFolder
     from ..text.runtime import TextGenerator
 
 OPENAI_MODELS: LoadedModels[TextGenerator] = LoadedModels()
@@ -108,11 +108,11 @@ class OpenAIRoutes:
 
     openai_state: OpenAIState
 
-    def prepare_openai(self, folder: Path) -> None:
+    def prepare_openai(self, folder: ModelFolder) -> None:
         """Read the chat template (a broken one fails the load); call in `load` before
         anything that would need undoing, such as starting the engine."""
         model = cast("TextGenerator", self)
-        template = ChatTemplate.from_folder(folder, model.name)
+        template = ChatTemplate.for_model(folder, model.name)
         strings = TokenStrings(model.requests.tokenizer)
         self.openai_state = OpenAIState(template, strings, int(time.time()))
 

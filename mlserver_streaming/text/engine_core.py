@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from ..events import FinishReason
 from .engine_messages import Cancel, Command, Stop, Submit
 from .generation import Generation
-from .model_folder import ModelFolder
+from .model_folder import open_model_folder
 from .scheduler import Scheduler, SequenceRequest
 from .settings import TextGenerationSettings
 from .step_output import StepOutput
@@ -137,8 +137,8 @@ def build_core(spec: EngineSpec) -> EngineCore:
     off the event loop. Every driver starts its core here, so all sample the same tokens."""
     settings = spec.settings
     threadpool_limits(limits=settings.blas_threads, user_api="blas")
-    folder = ModelFolder.open(spec.path, spec.model_name)
-    engine = folder.engine(settings.max_running)
+    folder = open_model_folder(spec.path, settings, spec.model_name)
+    engine = folder.engine(settings)
     if settings.warmup_tokens:
         warm_up(engine, settings.warmup_tokens)
     scheduler = Scheduler(

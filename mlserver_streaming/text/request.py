@@ -43,7 +43,8 @@ class RequestParser:
         cls, settings: TextGenerationSettings, folder: ModelFolder, model_name: str
     ) -> RequestParser:
         """Validate the limits and defaults against the model (InvalidSettings at load)."""
-        bos = folder.bos_token_id if settings.prepend_bos else None
+        prepend = folder.adds_bos if settings.prepend_bos is None else settings.prepend_bos
+        bos = folder.bos_token_id if prepend else None
         limits = PromptLimits.from_settings(settings, model_name, folder.context_window, bos)
         defaults = settings.checked_defaults(model_name)
         return cls(folder.tokenizer(), limits, defaults, settings.max_tokens_cap)

@@ -26,7 +26,7 @@ from .engine_client import EngineClient, RequestRecord
 from .engine_core import EngineSpec
 from .generation import Delta
 from .metrics import GenerationMetrics
-from .model_folder import ModelFolder
+from .model_folder import open_model_folder
 from .request import RequestParser, TextRequest
 from .responses import delta_outputs, final_parameters, merge
 from .settings import TextGenerationSettings
@@ -36,15 +36,16 @@ EMPTY_OUTPUTS = delta_outputs(Delta(), None)
 
 
 class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
-    """Streams text from a GPT-2-family checkpoint with continuous batching (numpy, no torch)."""
+    """Streams text with continuous batching from a GPT-2-family checkpoint (numpy engine) or
+    a GGUF model of any architecture llama.cpp runs."""
 
     async def load(self) -> bool:
         check_streaming_server(self, streaming_only=True)
         self._extra = parse_extra(self.settings, TextGenerationSettings)
         path = Path(await get_model_uri(self.settings))
-        folder = ModelFolder.open(path, self.name)
+        folder = open_model_folder(path, self._extra, self.name)
         self._requests = RequestParser.from_settings(self._extra, folder, self.name)
-        self.prepare_openai(path)
+        self.prepare_openai(folder)
         metrics = GenerationMetrics(self.name, self.version)
         spec = EngineSpec(path, self._extra, self.name)
         self._client = await EngineClient.start(spec, metrics)

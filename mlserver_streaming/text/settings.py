@@ -75,8 +75,16 @@ class TextGenerationSettings(RuntimeSettings):
     generation (`gc.freeze`, process-wide). With MLServer's heap a full collection otherwise
     stalls the event loop, and so every stream, for 40-200 ms every few seconds under load;
     after the freeze it walks only objects made since. The engine process always freezes."""
-    prepend_bos: bool = False
-    """Start every prompt with the model's bos token (as the model saw documents in training)."""
+    prepend_bos: bool | None = None
+    """Start every prompt with the model's bos token (as the model saw documents in training);
+    None follows the model: a GGUF file's `add_bos_token`, no bos for GPT-2 folders."""
+    gguf_file: str | None = Field(None, min_length=1)
+    """The `.gguf` file to serve when the model folder holds several (or point
+    `parameters.uri` at the file)."""
+    threads: int | None = Field(None, ge=1, le=256)
+    """llama.cpp threads for a GGUF model; default: the usable cores but one (its threads
+    meet at a spinning barrier after every op, so one that loses its core to MLServer's
+    process stalls the rest)."""
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Default generation parameters (max_tokens, temperature, top_k, ...); requests override."""
 

@@ -1,0 +1,284 @@
+"""A llama.cpp engine for GGUF models: one context whose sequences are our KV slots.
+
+The scheduler's Engine seam on llama-cpp-python's low-level (ctypes) API: every call is one
+``llama_decode`` over a single batch holding each slot's new tokens at its own positions
+(sequence id = slot), logits are read through a numpy view of llama.cpp's output buffer, and
+``release`` drops a slot's cells from the KV cache. The KV cache is unified (one buffer for
+all sequences), so any mix of slots and chunk lengths runs as one physical batch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidSettings
+from .gguf_tokenizer import GGUFTokenizer
+from .kv_cache import NoFreeSlotError, SequenceTooLongError, SlotError
+from .llama_lib import check_gguf, default_threads, llama_errors, llama_lib, load_error, meta_str
+
+DEFAULT_BATCH_TOKENS = 512
+
+
+class LlamaCppEngine:
+    """A GGUF causal LM over llama.cpp with ``max_slots`` sequences of ``context_length``
+    tokens each; the same allocate / release / prefill_many / decode seam as GPT2Engine."""
+
+    def __init__(
+        self,
+        lib: Any,
+        model: Any,
+        path: Path,
+        max_slots: int,
+        context_per_slot: int,
+        threads: int,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        unified_kv: bool = True,
+    ) -> None:
+        self._lib, self._model, self._ctx, self.path = lib, model, None, path
+        self.max_slots, self.context_length, self.threads = max_slots, context_per_slot, threads
+        params = lib.llama_context_default_params()
+        params.n_ctx = max_slots * context_per_slot
+        params.n_batch = params.n_ubatch = self.batch_tokens = batch_tokens
+        params.n_seq_max = max_slots
+        # Unified: one KV buffer, any mix of sequences and chunk lengths in one ubatch. Split
+        # (one buffer per sequence) attends over less, but llama.cpp then batches only runs of
+        # consecutive sequence ids with equal token counts.
+        params.kv_unified = unified_kv
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        llama_errors.clear()
+        ctx = lib.llama_init_from_model(model, params)
+        if not ctx:
+            self.close()
+            raise InvalidSettings(
+                f"llama.cpp could not create a context for {path} with {max_slots} slots of "
+                f"{context_per_slot} tokens: {' '.join(llama_errors) or 'no error message'}"
+            )
+        self._ctx = ctx
+        self._memory = lib.llama_get_memory(ctx)
+        vocab = lib.llama_model_get_vocab(model)
+        self.tokenizer = GGUFTokenizer(lib, vocab, self)
+        self.vocab_size = self.tokenizer.vocab_size
+        self.bos_token_id = int(lib.llama_vocab_bos(vocab))
+        self.eos_token_id = int(lib.llama_vocab_eos(vocab))
+        self.add_bos = bool(lib.llama_vocab_get_add_bos(vocab))
+        self.architecture = meta_str(lib, model, "general.architecture")
+        self.chat_template = meta_str(lib, model, "tokenizer.chat_template")
+        self._lengths = np.zeros(max_slots, dtype=np.intp)
+        self._in_use = np.zeros(max_slots, dtype=bool)
+        self._batch, self._arrays = self._make_batch(batch_tokens)
+
+    @classmethod
+    def from_gguf(
+        cls,
+        path: str | Path,
+        *,
+        max_slots: int,
+        context_per_slot: int | None = None,
+        threads: int | None = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        unified_kv: bool = True,
+    ) -> LlamaCppEngine:
+        """Load a GGUF file; ``context_per_slot`` defaults to the model's training context
+        (``n_ctx_train``) and may not exceed it; ``threads`` defaults to the usable cores
+        but one (see ``default_threads``)."""
+        path = Path(path)
+        check_gguf(path)
+        if max_slots < 1:
+            raise InvalidSettings(f"max_slots must be >= 1, got {max_slots}.")
+        if batch_tokens < 1:
+            raise InvalidSettings(f"batch_tokens must be >= 1, got {batch_tokens}.")
+        lib = llama_lib()
+        params = lib.llama_model_default_params()
+        llama_errors.clear()
+        model = lib.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise load_error(path)
+        n_ctx_train = int(lib.llama_model_n_ctx_train(model))
+        context = n_ctx_train if context_per_slot is None else context_per_slot
+        if not 1 <= context <= n_ctx_train:
+            lib.llama_model_free(model)
+            raise InvalidSettings(
+                f"{path}: the context per slot must be in [1, n_ctx_train={n_ctx_train}] "
+                f"(the model's training context), got {context}."
+            )
+        threads = default_threads() if threads is None else threads
+        if threads < 1:
+            lib.llama_model_free(model)
+            raise InvalidSettings(f"threads must be >= 1, got {threads}.")
+        return cls(lib, model, path, max_slots, context, threads, batch_tokens, unified_kv)
+
+    def _make_batch(self, n: int) -> tuple[Any, dict[str, np.ndarray]]:
+        """A llama_batch over numpy arrays we own (not llama_batch_init's mallocs), so a step
+        fills it with a few vector writes instead of a ctypes write per token and field. One
+        sequence id per token: ``seq_id[i]`` points at ``seq[i]``."""
+        lib = self._lib
+        arrays: dict[str, np.ndarray] = {
+            "token": np.zeros(n, dtype=np.int32),
+            "pos": np.zeros(n, dtype=np.int32),
+            "n_seq_id": np.ones(n, dtype=np.int32),
+            "seq": np.zeros(n, dtype=np.int32),
+            "logits": np.zeros(n, dtype=np.int8),
+        }
+        seq_ptr = ctypes.POINTER(lib.llama_seq_id)
+        base = arrays["seq"].ctypes.data
+        seq_ids = (seq_ptr * n)(*(ctypes.cast(base + 4 * i, seq_ptr) for i in range(n)))
+        self._seq_ids = seq_ids  # the batch points into it: it lives as long as we do
+
+        def ptr(name: str, ctype: Any) -> Any:
+            return arrays[name].ctypes.data_as(ctypes.POINTER(ctype))
+
+        batch = lib.llama_batch()
+        batch.token = ptr("token", lib.llama_token)
+        batch.embd = None
+        batch.pos = ptr("pos", lib.llama_pos)
+        batch.n_seq_id = ptr("n_seq_id", ctypes.c_int32)
+        batch.seq_id = ctypes.cast(seq_ids, ctypes.POINTER(seq_ptr))
+        batch.logits = ptr("logits", ctypes.c_int8)
+        return batch, arrays
+
+    def close(self) -> None:
+        """Free the context and the model (also done when the engine is collected)."""
+        if getattr(self, "_ctx", None):
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            self._lib.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def allocate(self) -> int:
+        """Claim the lowest free slot (length 0); raises NoFreeSlotError when all are taken."""
+        free = np.flatnonzero(~self._in_use)
+        if free.size == 0:
+            raise NoFreeSlotError(
+                f"all {self.max_slots} sequences are in use; release one before allocating."
+            )
+        slot = int(free[0])
+        self._in_use[slot], self._lengths[slot] = True, 0
+        return slot
+
+    def release(self, slot: int) -> None:
+        """Give a slot back; its KV cells are removed from llama.cpp's cache at once."""
+        self._check([slot], [0])
+        self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        self._in_use[slot], self._lengths[slot] = False, 0
+
+    def length(self, slot: int) -> int:
+        """Tokens cached in ``slot`` (the position the next token will take)."""
+        self._check([slot], [0])
+        return int(self._lengths[slot])
+
+    def free_slots(self) -> int:
+        """How many sequences can still be admitted."""
+        return self.max_slots - int(self._in_use.sum())
+
+    def prefill_many(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Append each slot's chunk at its current position (repeat calls = chunked prefill),
+        all in one llama_decode; returns float32 logits [len(slots), vocab] of each chunk's
+        last token."""
+        if len(slots) != len(token_ids) or not slots or not all(len(t) for t in token_ids):
+            raise ValueError(
+                "prefill needs a list of token ids per slot, with at least one token id in each; "
+                f"got {len(slots)} slots and lists of lengths {[len(t) for t in token_ids]}."
+            )
+        return self.forward(slots, token_ids)
+
+    def decode(
+        self,
+        slots: Sequence[int],
+        token_ids: Sequence[int],
+        between_layers: Callable[[], object] | None = None,
+    ) -> np.ndarray:
+        """Feed one token to each slot at its own position in one llama_decode; returns
+        float32 logits [len(slots), vocab].
+
+        ``between_layers`` is not called: llama.cpp computes the whole graph inside
+        llama_decode with no point to re-enter the context between layers, and calling it
+        after the decode would only delay these slots' tokens by the newcomers' prefill,
+        which the scheduler's next step runs anyway.
+        """
+        del between_layers
+        if len(slots) != len(token_ids) or len(slots) == 0:
+            raise ValueError(
+                "decode needs one token id per slot and at least one slot, got "
+                f"{len(slots)} slots and {len(token_ids)} token ids."
+            )
+        return self.forward(slots, [[t] for t in token_ids])
+
+    def forward(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Any mix of prefill chunks and single decode tokens, one llama_decode per
+        ``batch_tokens`` tokens (one for any step within it); logits of each slot's last."""
+        counts = [len(t) for t in token_ids]
+        if not counts or min(counts) < 1:
+            raise ValueError(f"forward needs at least one token per slot, got lengths {counts}.")
+        self._check(slots, counts)
+        flat = np.fromiter((t for chunk in token_ids for t in chunk), dtype=np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
+            raise ValueError(
+                f"token ids must be in [0, {self.vocab_size}), got min {flat.min()} and "
+                f"max {flat.max()}."
+            )
+        slot_of = np.repeat(np.asarray(slots, dtype=np.int32), counts)
+        starts = np.repeat(self._lengths[list(slots)] - np.cumsum([0, *counts[:-1]]), counts)
+        pos = (starts + np.arange(flat.size)).astype(np.int32)
+        last = np.cumsum(counts) - 1  # each slot's last token in `flat`
+        wants = np.zeros(flat.size, dtype=np.int8)
+        wants[last] = 1
+        out = np.empty((len(slots), self.vocab_size), dtype=np.float32)
+        done = 0
+        for begin in range(0, flat.size, self.batch_tokens):
+            end = min(begin + self.batch_tokens, flat.size)
+            n_out = self._decode(
+                flat[begin:end], pos[begin:end], slot_of[begin:end], wants[begin:end], slots
+            )
+            if n_out:
+                view = np.ctypeslib.as_array(
+                    self._lib.llama_get_logits(self._ctx), shape=(n_out, self.vocab_size)
+                )
+                out[done : done + n_out] = view  # the one copy: the buffer is reused next call
+                done += n_out
+        self._lengths[list(slots)] += counts
+        return out
+
+    def _decode(
+        self,
+        tokens: np.ndarray,
+        pos: np.ndarray,
+        seq: np.ndarray,
+        wants: np.ndarray,
+        slots: Sequence[int],
+    ) -> int:
+        n = tokens.size
+        a = self._arrays
+        a["token"][:n], a["pos"][:n], a["seq"][:n], a["logits"][:n] = tokens, pos, seq, wants
+        self._batch.n_tokens = n
+        status = self._lib.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            for slot in slots:  # drop whatever part of this step reached the cache
+                self._lib.llama_memory_seq_rm(self._memory, slot, int(self._lengths[slot]), -1)
+            raise RuntimeError(
+                f"llama_decode failed with status {status}: {' '.join(llama_errors)}"
+            )
+        return int(wants.sum())
+
+    def _check(self, slots: Sequence[int], counts: Sequence[int]) -> None:
+        for slot, count in zip(slots, counts, strict=True):
+            if not 0 <= slot < self.max_slots:
+                raise SlotError(f"slot must be in [0, {self.max_slots}), got {slot}.")
+            if not self._in_use[slot]:
+                raise SlotError(f"slot {slot} is not allocated; call allocate() first.")
+            if self._lengths[slot] + count > self.context_length:
+                raise SequenceTooLongError(
+                    f"slot {slot} holds {self._lengths[slot]} tokens; adding {count} would make "
+                    f"{self._lengths[slot] + count}, above context_length={self.context_length}."
+                )
+        if len(set(slots)) != len(slots):
+            raise SlotError(f"slots in one batch must be distinct, got {list(slots)}.")
