@@ -11,7 +11,7 @@ import numpy as np
 from .checkpoint import GPT2Weights, load_weights
 from .config import CONFIG_FILE, GPT2Config
 from .folding import FoldedBlock, fold_block
-from .kv_cache import KVCache
+from .kv_cache import KVCache, check_prefill
 
 F32 = np.float32
 # Every hot-path constant is a float32 scalar: a float64 one silently promotes whole arrays.
@@ -135,11 +135,7 @@ class GPT2Engine:
         """Prefill several slots, each with its own chunk of any length, in one forward (the
         weights are read once for all prompts); returns logits [len(slots), vocab] of each
         chunk's last token."""
-        if len(slots) != len(token_ids) or not slots or not all(len(t) for t in token_ids):
-            raise ValueError(
-                "prefill needs a list of token ids per slot, with at least one token id in each; "
-                f"got {len(slots)} slots and lists of lengths {[len(t) for t in token_ids]}."
-            )
+        check_prefill(slots, token_ids)
         return self._run(slots, [np.asarray([t], dtype=np.intp) for t in token_ids])
 
     def decode(

@@ -109,3 +109,12 @@ class KVCache:
                 raise SlotError(f"slot must be in [0, {self.n_slots}), got {slot}.")
             if not self._in_use[slot]:
                 raise SlotError(f"slot {slot} is not allocated; call allocate() first.")
+
+
+def check_prefill(slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> None:
+    """The shape every engine's `prefill_many` takes: one non-empty chunk per slot."""
+    if len(slots) != len(token_ids) or not slots or not all(len(t) for t in token_ids):
+        raise ValueError(
+            "prefill needs a list of token ids per slot, with at least one token id in each; "
+            f"got {len(slots)} slots and lists of lengths {[len(t) for t in token_ids]}."
+        )

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidSettings
 from .gguf_tokenizer import GGUFTokenizer
-from .kv_cache import NoFreeSlotError, SequenceTooLongError, SlotError
+from .kv_cache import NoFreeSlotError, SequenceTooLongError, SlotError, check_prefill
 from .llama_lib import check_gguf, default_threads, llama_errors, llama_lib, load_error, meta_str
 
 DEFAULT_BATCH_TOKENS = 512
@@ -184,11 +184,7 @@ class LlamaCppEngine:
         """Append each slot's chunk at its current position (repeat calls = chunked prefill),
         all in one llama_decode; returns float32 logits [len(slots), vocab] of each chunk's
         last token."""
-        if len(slots) != len(token_ids) or not slots or not all(len(t) for t in token_ids):
-            raise ValueError(
-                "prefill needs a list of token ids per slot, with at least one token id in each; "
-                f"got {len(slots)} slots and lists of lengths {[len(t) for t in token_ids]}."
-            )
+        check_prefill(slots, token_ids)
         return self.forward(slots, token_ids)
 
     def decode(
