@@ -37,7 +37,9 @@ def main() -> None:
         "llama.cpp f16": lambda: LlamaCppEngine.from_gguf(F16, max_slots=32, threads=1),
         "llama.cpp Q8_0": lambda: LlamaCppEngine.from_gguf(Q8_0, max_slots=32, threads=1),
     }
-    print("| engine | seeded texts differing (alone vs beside 24–31 others) | first differing token |")
+    print(
+        "| engine | seeded texts differing (alone vs beside 24–31 others) | first differing token |"
+    )
     print("|---|---|---|")
     for name, make in engines.items():
         engine = make()

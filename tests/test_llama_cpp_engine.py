@@ -4,7 +4,6 @@ slots, its load errors and its tokenizer; and a tiny random Llama-architecture G
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np

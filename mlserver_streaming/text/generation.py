@@ -69,11 +69,6 @@ class Generation:
         self._sent_text = False
 
     @property
-    def prompt_tokens(self) -> int:
-        """Tokens in the prompt, as reported in the final event."""
-        return len(self.prompt_ids)
-
-    @property
     def chooser(self) -> TokenChooser:
         """This request's sampler: its processors and its seeded generator."""
         return self._chooser
