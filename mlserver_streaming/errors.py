@@ -11,6 +11,7 @@ from mlserver.errors import MLServerError
 from mlserver.grpc import utils as grpc_utils
 
 HTTP_BAD_REQUEST = 400
+HTTP_NOT_FOUND = 404
 HTTP_UNPROCESSABLE = 422
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_UNAVAILABLE = 503
@@ -54,3 +55,10 @@ class ServerAtCapacity(StreamingError):
 
     def __init__(self, msg: str):
         super().__init__(msg, HTTP_TOO_MANY_REQUESTS)
+
+
+class StreamNotFound(StreamingError):
+    """A resumed or cancelled stream id that is unknown, expired or trimmed (gRPC NOT_FOUND)."""
+
+    def __init__(self, msg: str):
+        super().__init__(msg, HTTP_NOT_FOUND)

@@ -23,6 +23,8 @@ FINISH_REASON = "finish_reason"
 ERROR = "error"
 ERROR_RETRYABLE = "retryable"
 REQUEST_INDEX = "request_index"
+EVENT_INDEX = "event_index"
+"""A text event's place in its stream's log: 0, 1, 2, ... with no gaps (for resume)."""
 
 ParamValue = bool | int | str
 

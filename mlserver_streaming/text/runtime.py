@@ -2,8 +2,8 @@
 
 Requests are parsed once at the edge into (prompt ids, GenerationParams); the engine core
 runs in its own process (or on a thread: `engine_process: false`) behind one
-`EngineClient`; this module only turns the deltas it hands back into V2 events that follow
-the stream contract.
+`EngineClient`. Streamed requests go through `streams.py`: generation appends to a log the
+client reads, so it can resume; this module keeps the engine-facing calls and unary predict.
 """
 
 from __future__ import annotations
@@ -17,25 +17,25 @@ from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-from ..events import ParamValue, event, final_event, stream_requests
+from ..events import ParamValue, final_event, stream_requests
 from ..openai.routes import OpenAIRoutes
 from ..playground.routes import PlaygroundRoutes
 from ..serving import check_streaming_server
 from ..settings import parse_extra
 from .engine_client import EngineClient, RequestRecord
 from .engine_core import EngineSpec
+from .event_log import MemoryEventLog
 from .generation import Delta
 from .metrics import GenerationMetrics
 from .model_folder import open_model_folder
 from .request import RequestParser, TextRequest
 from .responses import delta_outputs, final_parameters, merge
 from .settings import TextGenerationSettings
+from .stream_routes import StreamRoutes
+from .streams import EMPTY_OUTPUTS, Streams
 
-EMPTY_OUTPUTS = delta_outputs(Delta(), None)
-"""The outputs of an error event: empty text and no tokens."""
 
-
-class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
+class TextGenerator(OpenAIRoutes, StreamRoutes, PlaygroundRoutes, MLModel):
     """Streams text with continuous batching from a GPT-2-family checkpoint (numpy engine) or
     a GGUF model of any architecture llama.cpp runs."""
 
@@ -49,16 +49,24 @@ class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
         metrics = GenerationMetrics(self.name, self.version)
         spec = EngineSpec(path, self._extra, self.name)
         self._client = await EngineClient.start(spec, metrics)
+        extra = self._extra
+        log = MemoryEventLog(
+            extra.resume_retention_s, extra.resume_max_streams, extra.resume_max_events
+        )
+        self.streams = Streams(self, log)
         if self._extra.gc_freeze:
             gc.freeze()  # see TextGenerationSettings.gc_freeze
         self.serve_openai()
+        self.serve_streams()
         return True
 
     async def unload(self) -> bool:
         self.stop_serving_openai()
+        self.stop_serving_streams()
         client = getattr(self, "_client", None)  # None when load failed part-way
         if client is not None:
             await client.stop()
+            await self.streams.stop()
         return True
 
     @property
@@ -71,16 +79,21 @@ class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
         deadline = time.monotonic() + self._extra.request_timeout_s
         return self._client.submit(request.prompt_ids, request.params, deadline)
 
-    async def deltas(self, record: RequestRecord) -> AsyncIterator[Delta]:
+    def cancel(self, record: RequestRecord) -> None:
+        """Cancel a generation; its last delta says `cancelled`."""
+        self._client.cancel(record)
+
+    async def deltas(self, record: RequestRecord, coalesce: bool = True) -> AsyncIterator[Delta]:
         """The deltas of a submitted generation up to its final one (which has a finish
-        reason); leaving early (a disconnect) cancels its sequence."""
+        reason); leaving early (a disconnect) cancels its sequence. `coalesce` merges the
+        deltas that wait into one; without it each engine delta comes on its own."""
         queue = record.deltas
         finished = False
         try:
             while not finished:
                 # Under load several deltas may wait: send them as one event, not a backlog.
                 pending = [await queue.get()]
-                while pending[-1].finish_reason is None and not queue.empty():
+                while coalesce and pending[-1].finish_reason is None and not queue.empty():
                     pending.append(queue.get_nowait())
                 delta = pending[0] if len(pending) == 1 else merge(pending)
                 finished = delta.finish_reason is not None
@@ -90,6 +103,9 @@ class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
                 self._client.cancel(record)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        resumed = await self.streams.predict(payload)  # `resume` / `cancel` of a stream
+        if resumed is not None:
+            return resumed
         request = self._requests.parse(payload)
         record = self.submit(request)
         whole = merge([delta async for delta in self.deltas(record)])
@@ -98,19 +114,7 @@ class TextGenerator(OpenAIRoutes, PlaygroundRoutes, MLModel):
     def predict_stream(
         self, payloads: AsyncIterator[InferenceRequest]
     ) -> AsyncIterator[InferenceResponse]:
-        return stream_requests(self, payloads, self._stream_one, EMPTY_OUTPUTS)
-
-    async def _stream_one(
-        self, payload: InferenceRequest, tags: dict[str, ParamValue]
-    ) -> AsyncIterator[InferenceResponse]:
-        request = self._requests.parse(payload)
-        logprobs = request.params.logprobs
-        record = self.submit(request)
-        async for delta in self.deltas(record):
-            if delta.finish_reason is None:
-                yield event(self, delta_outputs(delta, logprobs), **tags)
-            else:
-                yield self._final(record, delta, logprobs, tags)
+        return stream_requests(self, payloads, self.streams.stream_one, EMPTY_OUTPUTS)
 
     def _final(
         self,

@@ -85,6 +85,14 @@ class TextGenerationSettings(RuntimeSettings):
     """llama.cpp threads for a GGUF model; default: the usable cores but one (its threads
     meet at a spinning barrier after every op, so one that loses its core to MLServer's
     process stalls the rest)."""
+    resume_retention_s: float = Field(300.0, ge=0, le=86_400)
+    """How long a stream's events are kept after its final event, for `resume` (seconds)."""
+    resume_max_streams: int = Field(1024, ge=1, le=1_000_000)
+    """Ended streams kept for `resume` at most; past it the oldest ended stream goes first
+    (live streams are bounded by max_running + max_waiting, and always kept)."""
+    resume_max_events: int = Field(4096, ge=1, le=1_000_000)
+    """Events kept per stream; older ones are dropped, and resuming before them is refused
+    as not found."""
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Default generation parameters (max_tokens, temperature, top_k, ...); requests override."""
 

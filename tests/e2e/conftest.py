@@ -22,6 +22,17 @@ def served_model_names(repo: Path) -> list[str]:
     return sorted(names)
 
 
+def one_model_repo(repo: Path, model: str, **extra: object) -> Path:
+    """A repo in `repo` serving one model of MODEL_REPO with `extra` settings changed."""
+    (repo / "settings.json").write_text((MODEL_REPO / "settings.json").read_text())
+    settings = json.loads((MODEL_REPO / model / "model-settings.json").read_text())
+    settings["parameters"]["uri"] = str((MODEL_REPO / model).resolve())
+    settings["parameters"]["extra"].update(extra)
+    (repo / model).mkdir()
+    (repo / model / "model-settings.json").write_text(json.dumps(settings))
+    return repo
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`mlserver start model-repo` on free local ports, exactly as a user runs it."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 
 import grpc
@@ -11,7 +10,7 @@ import mlserver.grpc.dataplane_pb2_grpc as dataplane
 import pytest
 
 from .clients import from_grpc, grpc_infer, metric, params_of, sse_events, to_grpc
-from .conftest import MODEL_REPO
+from .conftest import one_model_repo
 from .server import Server, running_server
 from .test_text_generation import STREAM, request
 
@@ -24,15 +23,13 @@ DEADLINE_S = 0.25
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The Shakespeare model with one running slot, one waiting place and a short deadline."""
-    repo = tmp_path_factory.mktemp("admission-repo")
-    (repo / "settings.json").write_text((MODEL_REPO / "settings.json").read_text())
-    settings = json.loads((MODEL_REPO / MODEL / "model-settings.json").read_text())
-    settings["parameters"]["uri"] = str((MODEL_REPO / MODEL).resolve())
-    settings["parameters"]["extra"].update(
-        max_running=1, max_waiting=1, request_timeout_s=DEADLINE_S
+    repo = one_model_repo(
+        tmp_path_factory.mktemp("admission-repo"),
+        MODEL,
+        max_running=1,
+        max_waiting=1,
+        request_timeout_s=DEADLINE_S,
     )
-    (repo / MODEL).mkdir()
-    (repo / MODEL / "model-settings.json").write_text(json.dumps(settings))
     with running_server(repo, [MODEL], tmp_path_factory.mktemp("logs")) as server:
         yield server
 

@@ -1,0 +1,111 @@
+"""`GET /v2/streams/{id}` (a stream's events as SSE, resumable by a browser's EventSource)
+and `POST /v2/streams/{id}/cancel`, as MLServer custom handlers of every text generator.
+
+MLServer's custom routes are global, so the handlers serve every loaded text generator:
+they look the stream id up in each one's log (`registry.py` explains the pattern).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, cast
+
+from mlserver.codecs.json import encode_to_json_bytes
+from mlserver.handlers import custom_handler
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..errors import InvalidParameter, StreamingError, StreamNotFound
+from ..openai.routes import SSE_HEADERS
+from ..params import as_int, check_range
+from ..registry import LoadedModels
+from .event_log import StreamLog
+from .stream_params import STARTING_AFTER
+from .streams import entry_event
+
+if TYPE_CHECKING:
+    from .runtime import TextGenerator
+
+TEXT_STREAMS: LoadedModels[TextGenerator] = LoadedModels()
+"""The loaded text generators, whose stream logs the routes read."""
+
+STREAM_PATH = "/v2/streams/{stream_id}"
+CANCEL_PATH = "/v2/streams/{stream_id}/cancel"
+LAST_EVENT_ID = "last-event-id"
+HTTP_NO_CONTENT = 204
+
+
+def find_stream(stream_id: str) -> tuple[TextGenerator, StreamLog]:
+    """The generator and log of a stream id (StreamNotFound when no model has it)."""
+    missing: StreamNotFound | None = None
+    for name in TEXT_STREAMS.names():
+        model = TEXT_STREAMS.get(name)
+        try:
+            if model is not None:
+                return model, model.streams.find(stream_id)
+        except StreamNotFound as err:
+            missing = err
+    raise missing or StreamNotFound(f"stream {stream_id!r} not found: no text model is loaded.")
+
+
+def starting_after(request: Request) -> int:
+    """The last event the client saw: `Last-Event-ID` (sent by EventSource when it
+    reconnects), else the `starting_after` query parameter, else -1 (from the start)."""
+    raw = request.headers.get(LAST_EVENT_ID) or request.query_params.get(STARTING_AFTER)
+    name = "Last-Event-ID" if request.headers.get(LAST_EVENT_ID) else STARTING_AFTER
+    after = -1 if raw is None else as_int(name, raw)
+    check_range(name, after, -1)
+    return after
+
+
+async def sse_lines(model: TextGenerator, stream: StreamLog, after: int) -> AsyncIterator[bytes]:
+    """`id: <event_index>` and `data: <V2 event JSON>` per event, up to the final one."""
+    async for index, entry in stream.entries(after):
+        response = entry_event(model, entry, index, stream.logprobs)
+        response.id = stream.stream_id
+        data = encode_to_json_bytes(response.model_dump(exclude_none=True))
+        yield b"id: %d\ndata: %s\n\n" % (index, data)
+
+
+def error_response(err: StreamingError) -> Response:
+    """A failure before the stream began, with its status, as MLServer answers errors."""
+    return Response(encode_to_json_bytes({"error": str(err)}), err.status_code)
+
+
+class StreamRoutes:
+    """Mixin of TextGenerator: the stream routes, dispatched by stream id."""
+
+    def serve_streams(self) -> None:
+        """Join the registry the stream routes look in; call at the end of `load`."""
+        TEXT_STREAMS.add(cast("TextGenerator", self))
+
+    def stop_serving_streams(self) -> None:
+        """Leave the registry; call in `unload`."""
+        TEXT_STREAMS.remove(cast("TextGenerator", self))
+
+    @custom_handler(rest_path=STREAM_PATH, rest_method="GET")
+    async def stream_events(self, request: Request) -> Response:
+        """A stream's events after the last one the client saw, then its live tail."""
+        try:
+            model, stream = find_stream(request.path_params["stream_id"])
+            after = starting_after(request)
+            if stream.ended and after >= stream.length - 1:
+                # Everything seen: 204 tells an EventSource to stop reconnecting.
+                return Response(status_code=HTTP_NO_CONTENT)
+            stream.entries(after)  # refuses a bad index now, while a status can still say so
+        except (StreamNotFound, InvalidParameter) as err:
+            return error_response(err)
+        lines = sse_lines(model, stream, after)
+        return StreamingResponse(lines, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @custom_handler(rest_path=CANCEL_PATH, rest_method="POST")
+    async def cancel_stream(self, request: Request) -> Response:
+        """Cancel a stream's generation; its log ends with a `cancelled` final event."""
+        stream_id = request.path_params["stream_id"]
+        try:
+            model, _ = find_stream(stream_id)
+            stream = model.streams.cancel(stream_id)
+        except StreamNotFound as err:
+            return error_response(err)
+        body = {"id": stream_id, "ended": stream.ended, "events": stream.length}
+        return Response(encode_to_json_bytes(body), media_type="application/json")
