@@ -52,6 +52,7 @@ class StreamStats:
     event_gaps: list[float] = field(default_factory=list)
     error: str | None = None
     hung: bool = False
+    text: str = ""
 
 
 def output_length(i: int, mean: int) -> int:
@@ -116,20 +117,39 @@ def openai_body(request: dict) -> dict:
 async def openai_stream(client: httpx.AsyncClient, url: str, request: dict) -> StreamStats:
     """One OpenAI SSE stream. Chunks carry text, not token ids: the usage chunk gives the
     token count, spread evenly over the chunks for the inter-token gaps."""
+    return await openai_sse(client, url, openai_body(request))
+
+
+async def openai_sse(
+    client: httpx.AsyncClient, url: str, payload: dict, empty_chunks: bool = True
+) -> StreamStats:
+    """One streamed `/v1/completions` (or chat) call with `payload` as its body, on any
+    OpenAI-compatible server: the token count comes from whichever chunk carries `usage`
+    (ours: a last chunk with `choices: []`; llama-server: its final choice). With
+    `empty_chunks` false, chunks without text (llama-server's closing chunk) are not counted
+    as arrivals. The text is kept in `StreamStats.text`."""
     start = time.perf_counter()
     arrivals: list[float] = []
     stats = StreamStats()
-    async with aconnect_sse(client, "POST", url, json=openai_body(request)) as source:
+    parts: list[str] = []
+    async with aconnect_sse(client, "POST", url, json=payload) as source:
         async for sse in source.aiter_sse():
             if sse.data == "[DONE]":
                 break
             event = json.loads(sse.data)
             if "error" in event:
                 stats.error = str(event["error"].get("message"))
-            elif event["choices"]:
+                continue
+            choices = event.get("choices") or []
+            text = "".join(
+                c.get("text") or (c.get("delta") or {}).get("content") or "" for c in choices
+            )
+            if choices and (empty_chunks or text):
                 arrivals.append(time.perf_counter())
-            else:
+            parts.append(text)
+            if event.get("usage"):
                 stats.tokens = event["usage"]["completion_tokens"]
+    stats.text = "".join(parts)
     if arrivals:
         stats.ttft = arrivals[0] - start
         per_chunk = stats.tokens / len(arrivals)
