@@ -145,3 +145,12 @@ async def test_a_new_stream_with_the_same_id_replaces_the_old_one_for_new_reader
     assert log.get("s") is new and not new.ended
     with pytest.raises(RuntimeError, match="already ended"):
         old.append(chunk("x"))
+
+
+async def test_a_live_stream_id_cannot_be_opened_again():
+    log = make_log()
+    live = log.open("s", None)
+    live.append(chunk("a"))
+    with pytest.raises(InvalidParameter, match=r"stream id 's' is already live: resume it"):
+        log.open("s", None)
+    assert log.get("s") is live

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from mlserver.settings import ModelSettings
 
 from mlserver_streaming.errors import InvalidSettings
+from mlserver_streaming.settings import parse_extra
 from mlserver_streaming.text.prompt import PromptLimits
 from mlserver_streaming.text.settings import TextGenerationSettings
 
@@ -60,3 +62,15 @@ def test_prompt_limits_fill_the_context_and_may_only_shrink_it() -> None:
         "model 'poet': parameters.extra.max_prompt_tokens must be < max_total_tokens (100), "
         "got 100."
     )
+
+
+def test_the_resume_log_must_hold_a_whole_stream() -> None:
+    settings = ModelSettings(
+        name="poet",
+        implementation="mlserver.MLModel",
+        parameters={"extra": {"max_tokens_cap": 512, "resume_max_events": 512}},
+    )
+    with pytest.raises(InvalidSettings) as info:
+        parse_extra(settings, TextGenerationSettings)
+    assert "model 'poet': invalid parameters.extra" in str(info.value)
+    assert "resume_max_events must be > max_tokens_cap (512)" in str(info.value)

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from ..events import FinishReason
 from .engine_messages import Cancel, Command, Stop, Submit
 from .generation import Generation
-from .model_folder import open_model_folder
+from .model_folder import ModelFolder, open_model_folder
 from .scheduler import Scheduler, SequenceRequest
 from .settings import TextGenerationSettings
 from .step_output import StepOutput
@@ -56,10 +56,18 @@ class Listener(Protocol):
 class EngineCore:
     """Commands in (`submit`, `cancel`), one `StepOutput` out of every `step`."""
 
-    def __init__(self, scheduler: Scheduler, tokenizer: Decoder, eos_token_id: int | None):
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        tokenizer: Decoder,
+        eos_token_id: int | None,
+        folder: ModelFolder | None = None,
+    ):
         self.scheduler = scheduler
         self.tokenizer = tokenizer
         self.eos_token_id = eos_token_id
+        self.folder = folder
+        """The model folder the tokenizer came from, closed with the core."""
 
     @property
     def busy(self) -> bool:
@@ -94,6 +102,15 @@ class EngineCore:
         """End every request as cancelled."""
         return self.scheduler.end(FinishReason.CANCELLED, SHUTDOWN_MESSAGE)
 
+    def close(self) -> None:
+        """Free the engine's native memory now (llama.cpp's context and weights): with
+        `gc.freeze` a reference cycle would keep it until the process ends."""
+        close = getattr(self.scheduler.engine, "close", None)
+        if close is not None:
+            close()
+        if self.folder is not None:
+            self.folder.close()
+
 
 class Inbox(Protocol):
     """Where a driver's commands arrive (a pipe, a thread-safe queue, a Redis stream)."""
@@ -125,11 +142,14 @@ def run_engine_loop(core: EngineCore, inbox: Inbox, publish: Callable[[StepOutpu
         if not stopping:
             take_commands(block=False)
 
-    while not stopping:
-        take_commands(block=not core.busy)
-        if core.busy and not stopping:
-            publish(core.step(between))
-    publish(core.shutdown())
+    try:
+        while not stopping:
+            take_commands(block=not core.busy)
+            if core.busy and not stopping:
+                publish(core.step(between))
+        publish(core.shutdown())
+    finally:
+        core.close()
 
 
 def build_core(spec: EngineSpec) -> EngineCore:
@@ -147,4 +167,4 @@ def build_core(spec: EngineSpec) -> EngineCore:
         prefill_chunk_tokens=settings.prefill_chunk_tokens,
         auto_stream_step=settings.auto_stream_step,
     )
-    return EngineCore(scheduler, folder.tokenizer(), folder.eos_token_id)
+    return EngineCore(scheduler, folder.tokenizer(), folder.eos_token_id, folder)

@@ -67,7 +67,8 @@ class EventLog(Protocol):
     """Stream logs by stream id."""
 
     def open(self, stream_id: str, logprobs: int | None) -> StreamLog:
-        """Start the log of a new stream; a stream of the same id becomes unreachable."""
+        """Start the log of a new stream (InvalidParameter while one of that id is live; an
+        ended one of that id is replaced)."""
         ...
 
     def get(self, stream_id: str) -> StreamLog:
@@ -167,6 +168,12 @@ class MemoryEventLog:
 
     def open(self, stream_id: str, logprobs: int | None) -> MemoryStream:
         self.expire()
+        live = self._streams.get(stream_id)
+        if live is not None and not live.ended:
+            raise InvalidParameter(
+                f"stream id {stream_id!r} is already live: resume it (resume: {stream_id!r}) "
+                "or send the new request with another id."
+            )
         self._ended.pop(stream_id, None)
         stream = MemoryStream(stream_id, logprobs, self.max_events)
         stream.on_end = self._ending

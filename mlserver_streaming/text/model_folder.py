@@ -24,6 +24,9 @@ from .tokenizer import HFTokenizer, TextTokenizer
 TOKENIZER_FILE = "tokenizer.json"
 GPT2_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
 GGUF_SUFFIX = ".gguf"
+GGUF_DEFAULT_CONTEXT = 4096
+"""Context per KV slot of a GGUF model unless `max_total_tokens` says otherwise: the file's
+training context (32k-128k for current models) times `max_running` slots would not fit."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class ModelFolder(Protocol):
         ...
 
     @property
+    def default_context(self) -> int:
+        """The context per sequence when `max_total_tokens` is not set."""
+        ...
+
+    @property
     def bos_token_id(self) -> int | None: ...
 
     @property
@@ -65,6 +73,10 @@ class ModelFolder(Protocol):
 
     def engine(self, settings: TextGenerationSettings) -> Engine:
         """The forward pass with `max_running` KV slots (blocking: it loads weights)."""
+        ...
+
+    def close(self) -> None:
+        """Free what the folder holds (llama.cpp's vocabulary) at unload."""
         ...
 
 
@@ -116,6 +128,10 @@ class GPT2Folder:
         return self.config.n_positions
 
     @property
+    def default_context(self) -> int:
+        return self.config.n_positions
+
+    @property
     def bos_token_id(self) -> int | None:
         return self.config.bos_token_id
 
@@ -128,6 +144,9 @@ class GPT2Folder:
 
     def engine(self, settings: TextGenerationSettings) -> Engine:
         return GPT2Engine.from_pretrained(self.path, max_slots=settings.max_running)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,10 @@ class GGUFFolder:
     @property
     def context_window(self) -> int:
         return self.vocab.context_length
+
+    @property
+    def default_context(self) -> int:
+        return min(self.vocab.context_length, GGUF_DEFAULT_CONTEXT)
 
     @property
     def bos_token_id(self) -> int | None:
@@ -175,10 +198,13 @@ class GGUFFolder:
     def engine(self, settings: TextGenerationSettings) -> Engine:
         from ..engine.llama_cpp import LlamaCppEngine
 
-        context = settings.max_total_tokens or self.context_window
+        context = settings.max_total_tokens or self.default_context
         return LlamaCppEngine.from_gguf(
             self.path,
             max_slots=settings.max_running,
             context_per_slot=context,
             threads=settings.threads,
         )
+
+    def close(self) -> None:
+        self.vocab.close()

@@ -30,9 +30,11 @@ class PromptLimits:
         model_name: str,
         context: int,
         bos_token_id: int | None = None,
+        default_total: int | None = None,
     ) -> PromptLimits:
-        """Defaults fill the context window; explicit settings may only shrink it."""
-        total = settings.max_total_tokens or context
+        """Defaults fill `default_total` (the context window unless the model says less);
+        explicit settings may go up to the context window."""
+        total = settings.max_total_tokens or default_total or context
         prompt = settings.max_prompt_tokens or total - 1
         where = f"model {model_name!r}: parameters.extra"
         if total > context:

@@ -45,7 +45,9 @@ class RequestParser:
         """Validate the limits and defaults against the model (InvalidSettings at load)."""
         prepend = folder.adds_bos if settings.prepend_bos is None else settings.prepend_bos
         bos = folder.bos_token_id if prepend else None
-        limits = PromptLimits.from_settings(settings, model_name, folder.context_window, bos)
+        limits = PromptLimits.from_settings(
+            settings, model_name, folder.context_window, bos, folder.default_context
+        )
         defaults = settings.checked_defaults(model_name)
         return cls(folder.tokenizer(), limits, defaults, settings.max_tokens_cap)
 

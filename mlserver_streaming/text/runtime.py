@@ -43,7 +43,7 @@ class TextGenerator(OpenAIRoutes, StreamRoutes, PlaygroundRoutes, MLModel):
         check_streaming_server(self, streaming_only=True)
         self._extra = parse_extra(self.settings, TextGenerationSettings)
         path = Path(await get_model_uri(self.settings))
-        folder = open_model_folder(path, self._extra, self.name)
+        self._folder = folder = open_model_folder(path, self._extra, self.name)
         self._requests = RequestParser.from_settings(self._extra, folder, self.name)
         self.prepare_openai(folder)
         metrics = GenerationMetrics(self.name, self.version)
@@ -67,6 +67,9 @@ class TextGenerator(OpenAIRoutes, StreamRoutes, PlaygroundRoutes, MLModel):
         if client is not None:
             await client.stop()
             await self.streams.stop()
+        folder = getattr(self, "_folder", None)
+        if folder is not None:
+            folder.close()  # llama.cpp's vocabulary: freed now, not at process exit
         return True
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..errors import InvalidParameter, InvalidSettings
 from ..settings import RuntimeSettings
@@ -91,10 +91,19 @@ class TextGenerationSettings(RuntimeSettings):
     """Ended streams kept for `resume` at most; past it the oldest ended stream goes first
     (live streams are bounded by max_running + max_waiting, and always kept)."""
     resume_max_events: int = Field(4096, ge=1, le=1_000_000)
-    """Events kept per stream; older ones are dropped, and resuming before them is refused
-    as not found."""
+    """Events kept per stream, more than `max_tokens_cap` (a stream has at most one event
+    per token, plus its final one), so a live stream is never trimmed under its readers."""
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Default generation parameters (max_tokens, temperature, top_k, ...); requests override."""
+
+    @model_validator(mode="after")
+    def _log_holds_a_whole_stream(self) -> TextGenerationSettings:
+        if self.resume_max_events <= self.max_tokens_cap:
+            raise ValueError(
+                f"resume_max_events must be > max_tokens_cap ({self.max_tokens_cap}): a stream "
+                f"has up to one event per token plus its final one, got {self.resume_max_events}"
+            )
+        return self
 
     def checked_defaults(self, model_name: str) -> dict[str, Any]:
         """The defaults as typed values, checked like a request's at load: a bad default

@@ -133,8 +133,10 @@ class Streams:
         producers log their final entries, then cancel any that remain."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
-        for task in list(self._tasks):
+        leftover = list(self._tasks)
+        for task in leftover:
             task.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
 
     def _open(
         self, payload: InferenceRequest, tags: dict[str, ParamValue]
