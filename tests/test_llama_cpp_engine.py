@@ -321,4 +321,5 @@ def test_a_seeded_text_alone_and_beside_31_others(path: Path) -> None:
     crowded = seeded_texts(engine, seeds, crowd=24)
     differ = [s for s in seeds if crowded[s] != alone[s]]
     assert all(len(t) == 24 for t in alone.values())
-    assert len(differ) <= (2 if path == F16 else 4), differ
+    # Measured on these seeds (the batch is the same every run): f16 [2], Q8_0 [4, 6].
+    assert len(differ) <= (1 if path == F16 else 2), differ
