@@ -30,9 +30,7 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,7 +54,10 @@ from load_text import (  # noqa: E402
     summarize,
 )
 
-from tests.e2e.server import free_ports  # noqa: E402
+from tests.e2e.server import (
+    free_ports,  # noqa: E402
+    stop_process,  # noqa: E402
+)
 
 CACHE = ROOT / "benchmarks" / ".cache"
 LLAMA_SERVER = CACHE / "llama-server" / "bin" / "llama-server"
@@ -232,14 +233,7 @@ def llama_server(case: Case, threads: int, slots: int) -> Iterator[Served]:
                     time.sleep(0.25)
             yield Served(url, "bench", proc.pid, dict(LLAMA_BODY))
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            stop_process(proc)
 
 
 def start(case: Case, threads: int):  # type: ignore[no-untyped-def]

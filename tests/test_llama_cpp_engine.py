@@ -112,18 +112,24 @@ def test_logits_close_to_numpy_engine(f16: LlamaCppEngine, numpy_engine: GPT2Eng
 def test_batched_decode_at_different_positions_equals_each_alone(f16: LlamaCppEngine) -> None:
     prompts = [prompt_ids(f16, t) for t in ("KING:\n", "Hark! what noise?", PROMPT, "A")]
     alone = [greedy(f16, ids, 8) for ids in prompts]
-    slots = [f16.allocate() for _ in prompts]
+    assert batched_greedy(f16, prompts, 8) == alone
+
+
+def batched_greedy(engine: LlamaCppEngine, prompts: list[list[int]], n: int) -> list[list[int]]:
+    """Greedy ids of several prompts decoded together, each slot at its own position."""
+    slots = [engine.allocate() for _ in prompts]
     try:
-        logits = f16.prefill_many(slots, prompts)
+        logits = engine.prefill_many(slots, prompts)
         outs = [[int(t)] for t in logits.argmax(axis=1)]
-        for _ in range(7):
-            logits = f16.decode(slots, [o[-1] for o in outs])
+        for _ in range(n - 1):
+            logits = engine.decode(slots, [o[-1] for o in outs])
+            assert logits.shape == (len(slots), engine.vocab_size) and np.isfinite(logits).all()
             for out, token in zip(outs, logits.argmax(axis=1), strict=True):
                 out.append(int(token))
-        assert outs == alone
+        return outs
     finally:
         for slot in slots:
-            f16.release(slot)
+            engine.release(slot)
 
 
 @needs_gguf
@@ -258,19 +264,7 @@ def test_tiny_llama_prefills_and_decodes_several_slots(tiny_llama: LlamaCppEngin
     prompts = [[tiny_llama.bos_token_id, *tiny_llama.tokenizer.encode(t)] for t in ("ab", "xyz q")]
     alone = [greedy(tiny_llama, ids, 5) for ids in prompts]
     assert alone[0] != alone[1]  # random weights, yet the outputs depend on the prompt
-    slots = [tiny_llama.allocate() for _ in prompts]
-    try:
-        logits = tiny_llama.prefill_many(slots, prompts)
-        outs = [[int(t)] for t in logits.argmax(axis=1)]
-        for _ in range(4):
-            logits = tiny_llama.decode(slots, [o[-1] for o in outs])
-            assert logits.shape == (2, tiny_llama.vocab_size) and np.isfinite(logits).all()
-            for out, token in zip(outs, logits.argmax(axis=1), strict=True):
-                out.append(int(token))
-        assert outs == alone
-    finally:
-        for slot in slots:
-            tiny_llama.release(slot)
+    assert batched_greedy(tiny_llama, prompts, 5) == alone
 
 
 @needs_gguf

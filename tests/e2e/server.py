@@ -94,10 +94,11 @@ def running_server(repo: Path, models: Sequence[str], log_dir: Path) -> Iterator
             _wait_ready(server, proc, models)
             yield dataclasses.replace(server, pid=proc.pid)
         finally:
-            _stop(proc)
+            stop_process(proc)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, then SIGKILL it if it has not exited within 15 s."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
