@@ -118,3 +118,16 @@ async def test_an_unknown_stream_is_an_error_event_in_a_stream_and_not_found_una
 async def test_background_is_refused_on_unary_predict(model):
     with pytest.raises(InvalidParameter, match="background applies to streamed requests only."):
         await model.predict(request(background=True))
+
+
+async def test_an_error_found_while_resuming_is_the_readers_next_event(model):
+    # A live stream read from past where it will end: that shows only once it ends, after
+    # the reader's stream began; the error is still an event, numbered as the next one.
+    starting = first_events(
+        events_of(model, request("past-end", max_tokens=200, background=True)), 1
+    )
+    await starting
+    events = await collect(model, request(resume="past-end", starting_after=1000))
+    params = params_of(events[-1])
+    assert len(events) == 1 and params[FINISH_REASON] == "error"
+    assert params[EVENT_INDEX] == model.streams.find("past-end").length

@@ -7,21 +7,26 @@ they look the stream id up in each one's log (`registry.py` explains the pattern
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
 from mlserver.codecs.json import encode_to_json_bytes
+from mlserver.errors import MLServerError
 from mlserver.handlers import custom_handler
+from mlserver.types import InferenceResponse
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..errors import InvalidParameter, StreamingError, StreamNotFound
+from ..events import EVENT_INDEX, error_event
 from ..openai.routes import SSE_HEADERS
+from ..openai.streaming import KEEPALIVE, keepalive_interval
 from ..params import as_int, check_range
 from ..registry import LoadedModels
 from .event_log import StreamLog
 from .stream_params import STARTING_AFTER
-from .streams import entry_event
+from .streams import EMPTY_OUTPUTS, entry_event
 
 if TYPE_CHECKING:
     from .runtime import TextGenerator
@@ -59,12 +64,45 @@ def starting_after(request: Request) -> int:
 
 
 async def sse_lines(model: TextGenerator, stream: StreamLog, after: int) -> AsyncIterator[bytes]:
-    """`id: <event_index>` and `data: <V2 event JSON>` per event, up to the final one."""
-    async for index, entry in stream.entries(after):
-        response = entry_event(model, entry, index, stream.logprobs)
-        response.id = stream.stream_id
-        data = encode_to_json_bytes(response.model_dump(exclude_none=True))
-        yield b"id: %d\ndata: %s\n\n" % (index, data)
+    """`id: <event_index>` and `data: <V2 event JSON>` per event, up to the final one; an
+    error found while reading is that final event (the status is already sent)."""
+    try:
+        async for index, entry in stream.entries(after):
+            response = entry_event(model, entry, index, stream.logprobs)
+            yield _sse_event(stream, index, response)
+    except MLServerError as err:
+        failed = error_event(model, err, EMPTY_OUTPUTS, **{EVENT_INDEX: stream.length})
+        yield _sse_event(stream, stream.length, failed)
+
+
+def _sse_event(stream: StreamLog, index: int, response: InferenceResponse) -> bytes:
+    response.id = stream.stream_id
+    data = encode_to_json_bytes(response.model_dump(exclude_none=True))
+    return b"id: %d\ndata: %s\n\n" % (index, data)
+
+
+async def with_keepalive(lines: AsyncIterator[bytes], every: float | None) -> AsyncIterator[bytes]:
+    """`lines`, with a `: keep-alive` comment after each `every` seconds of silence (a
+    queued stream), so proxies with idle timeouts do not cut the connection."""
+    if every is None:
+        async for line in lines:
+            yield line
+        return
+    pending = asyncio.ensure_future(anext(lines))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield KEEPALIVE
+                continue
+            try:
+                line = pending.result()
+            except StopAsyncIteration:
+                return
+            yield line
+            pending = asyncio.ensure_future(anext(lines))
+    finally:
+        pending.cancel()
 
 
 def error_response(err: StreamingError) -> Response:
@@ -95,7 +133,7 @@ class StreamRoutes:
             stream.entries(after)  # refuses a bad index now, while a status can still say so
         except (StreamNotFound, InvalidParameter) as err:
             return error_response(err)
-        lines = sse_lines(model, stream, after)
+        lines = with_keepalive(sse_lines(model, stream, after), keepalive_interval())
         return StreamingResponse(lines, media_type="text/event-stream", headers=SSE_HEADERS)
 
     @custom_handler(rest_path=CANCEL_PATH, rest_method="POST")

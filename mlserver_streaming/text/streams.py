@@ -98,6 +98,10 @@ class Streams:
         try:
             async for index, entry in entries:
                 yield entry_event(self.model, entry, index, stream.logprobs, **tags)
+        except MLServerError as err:  # found while reading: still the stream's next event
+            yield error_event(
+                self.model, err, EMPTY_OUTPUTS, **{EVENT_INDEX: stream.length}, **tags
+            )
         finally:
             if record is not None and not params.background and not stream.ended:
                 self.model.cancel(record)  # the client left: free its slot, as before
