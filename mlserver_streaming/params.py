@@ -65,6 +65,15 @@ def as_int(name: str, value: Any) -> int:
     raise InvalidParameter(f"{name} must be an integer, got {value!r}.")
 
 
+def as_bool(name: str, value: Any) -> bool:
+    """A bool from a bool or the string "true"/"false" (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InvalidParameter(f"{name} must be true or false, got {value!r}.")
+
+
 def as_float(name: str, value: Any) -> float:
     """A finite number from an int, a float or a numeric string."""
     if isinstance(value, bool):

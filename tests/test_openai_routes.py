@@ -15,7 +15,7 @@ from mlserver.handlers import get_custom_handlers
 from mlserver.metrics import REGISTRY
 from mlserver.settings import ModelParameters, ModelSettings
 
-from mlserver_streaming.openai.routes import OPENAI_MODELS
+from mlserver_streaming.text.loaded import TEXT_GENERATORS
 from mlserver_streaming.text.metrics import GENERATION_TOKENS
 from mlserver_streaming.text.runtime import TextGenerator
 
@@ -269,6 +269,6 @@ async def test_openai_requests_are_counted_like_v2(client):
 async def test_an_unloaded_model_leaves_the_registry_and_the_others_stay():
     extra = generator("passing", SHAKESPEARE)
     assert await extra.load()
-    assert OPENAI_MODELS.get("passing") is extra
+    assert TEXT_GENERATORS.get("passing") is extra
     await extra.unload()
-    assert OPENAI_MODELS.get("passing") is None and OPENAI_MODELS.get("poet") is not None
+    assert TEXT_GENERATORS.get("passing") is None and TEXT_GENERATORS.get("poet") is not None

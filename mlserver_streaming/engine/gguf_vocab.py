@@ -14,10 +14,14 @@ from .llama_lib import check_gguf, llama_errors, llama_lib, load_error, meta_str
 
 
 class GGUFVocab:
-    """The tokenizer, special ids, training context and chat template of a GGUF file."""
+    """The tokenizer, special ids, training context and chat template of a GGUF file.
 
-    def __init__(self, lib: Any, model: Any, path: Path) -> None:
-        self._lib, self._model, self.path = lib, model, path
+    Read the same way from a vocab-only load (`load`, which owns the model) and from the
+    engine's full load (`owns_model=False`: the engine frees it)."""
+
+    def __init__(self, lib: Any, model: Any, path: Path, owns_model: bool = True) -> None:
+        self._lib, self.path = lib, path
+        self._model = model if owns_model else None
         vocab = lib.llama_model_get_vocab(model)
         self.tokenizer = GGUFTokenizer(lib, vocab, self)
         self.bos_token_id = int(lib.llama_vocab_bos(vocab))
@@ -28,12 +32,12 @@ class GGUFVocab:
         context = meta_str(lib, model, f"{self.architecture}.context_length")
         self.context_length = int(context) if context else 0
         self.chat_template = meta_str(lib, model, "tokenizer.chat_template")
-        self.bos_text = self.tokenizer.piece(self.bos_token_id, special=True).decode(
-            "utf-8", errors="replace"
-        )
-        self.eos_text = self.tokenizer.piece(self.eos_token_id, special=True).decode(
-            "utf-8", errors="replace"
-        )
+        self.bos_text = self._text_of(self.bos_token_id)
+        self.eos_text = self._text_of(self.eos_token_id)
+
+    def _text_of(self, token_id: int) -> str:
+        """A special token as text (what chat templates call `bos_token`, `eos_token`)."""
+        return self.tokenizer.piece(token_id, special=True).decode("utf-8", errors="replace")
 
     @classmethod
     def load(cls, path: Path) -> GGUFVocab:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidSettings
-from .gguf_tokenizer import GGUFTokenizer
+from .gguf_vocab import GGUFVocab
 from .kv_cache import NoFreeSlotError, SequenceTooLongError, SlotError, check_prefill
-from .llama_lib import check_gguf, default_threads, llama_errors, llama_lib, load_error, meta_str
+from .llama_lib import check_gguf, default_threads, llama_errors, llama_lib, load_error
 
 DEFAULT_BATCH_TOKENS = 512
 
@@ -61,14 +61,11 @@ class LlamaCppEngine:
             )
         self._ctx = ctx
         self._memory = lib.llama_get_memory(ctx)
-        vocab = lib.llama_model_get_vocab(model)
-        self.tokenizer = GGUFTokenizer(lib, vocab, self)
-        self.vocab_size = self.tokenizer.vocab_size
-        self.bos_token_id = int(lib.llama_vocab_bos(vocab))
-        self.eos_token_id = int(lib.llama_vocab_eos(vocab))
-        self.add_bos = bool(lib.llama_vocab_get_add_bos(vocab))
-        self.architecture = meta_str(lib, model, "general.architecture")
-        self.chat_template = meta_str(lib, model, "tokenizer.chat_template")
+        self.vocab = vocab = GGUFVocab(lib, model, path, owns_model=False)
+        self.tokenizer, self.vocab_size = vocab.tokenizer, vocab.tokenizer.vocab_size
+        self.bos_token_id, self.eos_token_id = vocab.bos_token_id, vocab.eos_token_id
+        self.add_bos, self.architecture = vocab.add_bos, vocab.architecture
+        self.chat_template = vocab.chat_template
         self._lengths = np.zeros(max_slots, dtype=np.intp)
         self._in_use = np.zeros(max_slots, dtype=bool)
         self._batch, self._arrays = self._make_batch(batch_tokens)

@@ -1,6 +1,6 @@
 """OpenAI-compatible routes for the text generators: /v1/models, /v1/completions and
 /v1/chat/completions, served by MLServer's custom handlers beside V2."""
 
-from .routes import OPENAI_MODELS, OpenAIRoutes
+from .routes import OpenAIRoutes
 
-__all__ = ["OPENAI_MODELS", "OpenAIRoutes"]
+__all__ = ["OpenAIRoutes"]

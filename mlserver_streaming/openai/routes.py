@@ -2,7 +2,7 @@
 
 MLServer's custom routes are global: each loaded text generator adds the same three paths,
 the first added answers, and a model's routes go when it unloads. So no handler serves
-`self`: each looks the body's `model` up in `OPENAI_MODELS`, where every text generator is
+`self`: each looks the body's `model` up in `TEXT_GENERATORS`, where every text generator is
 registered at the end of its load and removed at its unload, and any generator's route can
 answer for all of them (loading, unloading or reloading one leaves the others reachable).
 """
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..registry import LoadedModels
+from ..text.loaded import TEXT_GENERATORS
 from .chat_template import ChatTemplate, no_template
 from .chunks import Head, model_card
 from .errors import OpenAIError, from_exception, invalid, model_not_found
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ..text.model_folder import ModelFolder
     from ..text.runtime import TextGenerator
 
-OPENAI_MODELS: LoadedModels[TextGenerator] = LoadedModels()
 """The loaded text generators, by name: what the `model` field of a request picks from."""
 
 MODELS_PATH = "/v1/models"
@@ -77,9 +76,9 @@ async def read_body(request: Request, model_class: type[BaseModel]) -> Any:
 
 def loaded(name: str) -> TextGenerator:
     """The loaded text generator a request names (404 otherwise)."""
-    model = OPENAI_MODELS.get(name)
+    model = TEXT_GENERATORS.get(name)
     if model is None:
-        raise model_not_found(name, OPENAI_MODELS.names())
+        raise model_not_found(name, TEXT_GENERATORS.names())
     return model
 
 
@@ -116,19 +115,11 @@ class OpenAIRoutes:
         strings = TokenStrings(model.requests.tokenizer)
         self.openai_state = OpenAIState(template, strings, int(time.time()))
 
-    def serve_openai(self) -> None:
-        """Join the registry the OpenAI routes dispatch through; call at the end of `load`."""
-        OPENAI_MODELS.add(cast("TextGenerator", self))
-
-    def stop_serving_openai(self) -> None:
-        """Leave the registry; call in `unload`."""
-        OPENAI_MODELS.remove(cast("TextGenerator", self))
-
     @custom_handler(rest_path=MODELS_PATH, rest_method="GET")
     async def openai_models(self, request: Request) -> Response:
         """Every loaded text generator."""
         cards = []
-        for name in OPENAI_MODELS.names():
+        for name in TEXT_GENERATORS.names():
             model = loaded(name)
             limit = model.requests.limits.max_total_tokens
             cards.append(model_card(name, model.openai_state.created, limit))
@@ -169,4 +160,4 @@ class OpenAIRoutes:
             return error_response(err)
 
 
-__all__ = ["OPENAI_MODELS", "OpenAIError", "OpenAIRoutes"]
+__all__ = ["OpenAIError", "OpenAIRoutes"]

@@ -26,6 +26,7 @@ from .engine_client import EngineClient, RequestRecord
 from .engine_core import EngineSpec
 from .event_log import MemoryEventLog
 from .generation import Delta
+from .loaded import TEXT_GENERATORS
 from .metrics import GenerationMetrics
 from .model_folder import open_model_folder
 from .request import RequestParser, TextRequest
@@ -56,13 +57,11 @@ class TextGenerator(OpenAIRoutes, StreamRoutes, PlaygroundRoutes, MLModel):
         self.streams = Streams(self, log)
         if self._extra.gc_freeze:
             gc.freeze()  # see TextGenerationSettings.gc_freeze
-        self.serve_openai()
-        self.serve_streams()
+        TEXT_GENERATORS.add(self)  # the global routes find it from now on
         return True
 
     async def unload(self) -> bool:
-        self.stop_serving_openai()
-        self.stop_serving_streams()
+        TEXT_GENERATORS.remove(self)
         client = getattr(self, "_client", None)  # None when load failed part-way
         if client is not None:
             await client.stop()

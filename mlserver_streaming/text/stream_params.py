@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidParameter
-from ..params import as_int, check_range, reject_unknown
+from ..params import as_bool, as_int, check_range, reject_unknown
 from .params import PARAMETER_NAMES
 
 BACKGROUND = "background"
@@ -45,7 +45,7 @@ def split_stream_params(raw: Mapping[str, Any]) -> tuple[StreamParams, dict[str,
     """(stream parameters, the remaining generation parameters); InvalidParameter."""
     rest = {k: v for k, v in raw.items() if k not in STREAM_PARAMETER_NAMES}
     resume, cancel = _stream_id(raw, RESUME), _stream_id(raw, CANCEL)
-    background = _as_bool(BACKGROUND, raw.get(BACKGROUND, False))
+    background = as_bool(BACKGROUND, raw.get(BACKGROUND, False))
     if resume is not None and cancel is not None:
         raise InvalidParameter("give resume or cancel, not both.")
     following = resume or cancel
@@ -69,11 +69,3 @@ def _stream_id(raw: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str) or not value:
         raise InvalidParameter(f"{name} must be a stream id (a non-empty string), got {value!r}.")
     return value
-
-
-def _as_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise InvalidParameter(f"{name} must be true or false, got {value!r}.")

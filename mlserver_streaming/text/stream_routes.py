@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from mlserver.codecs.json import encode_to_json_bytes
 from mlserver.errors import MLServerError
@@ -23,15 +23,14 @@ from ..events import EVENT_INDEX, error_event
 from ..openai.routes import SSE_HEADERS
 from ..openai.streaming import KEEPALIVE, keepalive_interval
 from ..params import as_int, check_range
-from ..registry import LoadedModels
 from .event_log import StreamLog
+from .loaded import TEXT_GENERATORS
 from .stream_params import STARTING_AFTER
 from .streams import EMPTY_OUTPUTS, entry_event
 
 if TYPE_CHECKING:
     from .runtime import TextGenerator
 
-TEXT_STREAMS: LoadedModels[TextGenerator] = LoadedModels()
 """The loaded text generators, whose stream logs the routes read."""
 
 STREAM_PATH = "/v2/streams/{stream_id}"
@@ -43,8 +42,8 @@ HTTP_NO_CONTENT = 204
 def find_stream(stream_id: str) -> tuple[TextGenerator, StreamLog]:
     """The generator and log of a stream id (StreamNotFound when no model has it)."""
     missing: StreamNotFound | None = None
-    for name in TEXT_STREAMS.names():
-        model = TEXT_STREAMS.get(name)
+    for name in TEXT_GENERATORS.names():
+        model = TEXT_GENERATORS.get(name)
         try:
             if model is not None:
                 return model, model.streams.find(stream_id)
@@ -112,14 +111,6 @@ def error_response(err: StreamingError) -> Response:
 
 class StreamRoutes:
     """Mixin of TextGenerator: the stream routes, dispatched by stream id."""
-
-    def serve_streams(self) -> None:
-        """Join the registry the stream routes look in; call at the end of `load`."""
-        TEXT_STREAMS.add(cast("TextGenerator", self))
-
-    def stop_serving_streams(self) -> None:
-        """Leave the registry; call in `unload`."""
-        TEXT_STREAMS.remove(cast("TextGenerator", self))
 
     @custom_handler(rest_path=STREAM_PATH, rest_method="GET")
     async def stream_events(self, request: Request) -> Response:
