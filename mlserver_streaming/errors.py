@@ -57,6 +57,16 @@ class ServerAtCapacity(StreamingError):
         super().__init__(msg, HTTP_TOO_MANY_REQUESTS)
 
 
+class RedisUnavailable(StreamingError):
+    """Redis (the job queue and the event logs of Redis mode) did not answer; try again
+    once it is back: front ends and workers reconnect by themselves."""
+
+    retryable = True
+
+    def __init__(self, msg: str):
+        super().__init__(msg, HTTP_UNAVAILABLE)
+
+
 class StreamNotFound(StreamingError):
     """A resumed or cancelled stream id that is unknown, expired or trimmed (gRPC NOT_FOUND)."""
 

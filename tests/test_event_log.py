@@ -95,7 +95,7 @@ async def test_a_live_stream_ending_before_starting_after_fails_its_reader():
 
 async def test_an_unknown_id_is_not_found_with_a_clear_message():
     with pytest.raises(StreamNotFound, match=r"stream 'nope' not found: .*300 s ago") as info:
-        make_log().get("nope")
+        await make_log().get("nope")
     assert info.value.status_code == 404
 
 
@@ -105,14 +105,14 @@ async def test_an_ended_stream_is_kept_for_the_retention_then_expires():
     stream = log.open("s", 2)
     stream.append(chunk("a"))
     clock.now += 1000  # a live stream never expires
-    assert log.get("s") is stream
+    assert (await log.get("s")) is stream
     stream.append(final())
     clock.now += 59
-    assert log.get("s").logprobs == 2
-    assert await read_all(log.get("s"), 0) == [(1, "")]
+    assert (await log.get("s")).logprobs == 2
+    assert await read_all(await log.get("s"), 0) == [(1, "")]
     clock.now += 2
     with pytest.raises(StreamNotFound):
-        log.get("s")
+        await log.get("s")
     assert len(log) == 0
 
 
@@ -122,8 +122,8 @@ async def test_past_max_streams_the_oldest_ended_stream_goes_first():
     for name in ("a", "b", "c"):
         log.open(name, None).append(final())
     with pytest.raises(StreamNotFound):
-        log.get("a")
-    assert log.get("b") and log.get("c") and log.get("live") is live
+        await log.get("a")
+    assert await log.get("b") and await log.get("c") and (await log.get("live")) is live
     assert len(log) == 3
 
 
@@ -142,7 +142,7 @@ async def test_a_new_stream_with_the_same_id_replaces_the_old_one_for_new_reader
     old = log.open("s", None)
     old.append(final("old"))
     new = log.open("s", None)
-    assert log.get("s") is new and not new.ended
+    assert (await log.get("s")) is new and not new.ended
     with pytest.raises(RuntimeError, match="already ended"):
         old.append(chunk("x"))
 
@@ -153,4 +153,4 @@ async def test_a_live_stream_id_cannot_be_opened_again():
     live.append(chunk("a"))
     with pytest.raises(InvalidParameter, match=r"stream id 's' is already live: resume it"):
         log.open("s", None)
-    assert log.get("s") is live
+    assert (await log.get("s")) is live

@@ -247,7 +247,7 @@ async def test_at_capacity_is_a_429_with_retry_after_and_n_is_all_or_nothing(cli
     response = await client.post("/v1/completions", json=body)
     assert response.status_code == 429 and response.headers["retry-after"] == "1"
     assert response.json()["error"]["code"] == "server_at_capacity"
-    inflight = models["critic"]._client.inflight
+    inflight = models["critic"].backend.client.inflight
     for _ in range(200):  # the engine confirms the cancel of the first choice within a step
         if not inflight:
             break

@@ -130,4 +130,4 @@ async def test_an_error_found_while_resuming_is_the_readers_next_event(model):
     events = await collect(model, request(resume="past-end", starting_after=1000))
     params = params_of(events[-1])
     assert len(events) == 1 and params[FINISH_REASON] == "error"
-    assert params[EVENT_INDEX] == model.streams.find("past-end").length
+    assert params[EVENT_INDEX] == (await model.streams.find("past-end")).length

@@ -67,7 +67,7 @@ async def submit_all(
     records: list[RequestRecord] = []
     try:
         for request in requests:
-            records.append(model.submit(request))
+            records.append(await model.submit(request))
     except BaseException:
         (await ChoiceStreams.open(model, records)).close()
         raise

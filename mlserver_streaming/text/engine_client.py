@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from .engine_thread import ThreadDriver
 from .generation import Delta
 from .metrics import GenerationMetrics, RequestTiming
 from .params import GenerationParams
+from .responses import merge
 from .step_output import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,36 @@ class RequestRecord:
     timing: RequestTiming = field(default_factory=lambda: RequestTiming(time.monotonic()))
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
+    stream_id: str = ""
+    """The stream whose log it writes (Redis mode); empty for this process's engine."""
+
+    def account(self, delta: Delta) -> None:
+        """Count a delta's tokens and note the end, before its reader gets it."""
+        self.completion_tokens += len(delta.token_ids)
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+
+
+async def read_deltas(
+    record: RequestRecord, cancel: Callable[[RequestRecord], None], coalesce: bool = True
+) -> AsyncIterator[Delta]:
+    """A request's deltas up to its final one (which has a finish reason); leaving early
+    (a disconnect) cancels it. `coalesce` merges the deltas that wait into one; without
+    it each engine delta comes on its own."""
+    queue = record.deltas
+    finished = False
+    try:
+        while not finished:
+            # Under load several deltas may wait: send them as one event, not a backlog.
+            pending = [await queue.get()]
+            while coalesce and pending[-1].finish_reason is None and not queue.empty():
+                pending.append(queue.get_nowait())
+            delta = pending[0] if len(pending) == 1 else merge(pending)
+            finished = delta.finish_reason is not None
+            yield delta
+    finally:
+        if not finished:
+            cancel(record)
 
 
 def check_capacity(in_flight: int, max_running: int, max_waiting: int) -> None:
@@ -127,10 +159,9 @@ class EngineClient:
         self._end_all("the text engine is shutting down", FinishReason.CANCELLED)
 
     def _account(self, record: RequestRecord, delta: Delta, now: float) -> None:
-        record.completion_tokens += len(delta.token_ids)
+        record.account(delta)
         record.timing.record(self.metrics, delta, now)
         if delta.finish_reason is not None:
-            record.finish_reason = delta.finish_reason
             del self.inflight[record.request_id]
         record.deltas.put_nowait(delta)
 

@@ -79,6 +79,8 @@ class EngineCore:
         generation = Generation(
             command.prompt_ids, command.params, self.tokenizer, self.eos_token_id
         )
+        if command.replay:
+            generation.replay(command.replay)
         request = SequenceRequest(command.request_id, generation, command.deadline, command.arrival)
         self.scheduler.submit(request)
 

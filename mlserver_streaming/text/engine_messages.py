@@ -26,6 +26,9 @@ class Submit:
     params: GenerationParams
     arrival: float
     deadline: float
+    replay: tuple[int, ...] = ()
+    """Tokens another engine already sent for this request (a dead worker's): continued
+    from, not sent again (`Generation.replay`)."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Streams as logs: every event of a text stream, kept by index so a client can resume.
 
 A producer (the task generating one stream) appends entries; any number of readers replay
-from an index and then tail the live entries until the final one. `EventLog` is the seam:
-`MemoryEventLog` keeps the logs in this process (the default); a Redis Stream per stream id
-can implement the same protocol for front ends on several machines.
+from an index and then tail the live entries until the final one. `EventLog` is what the
+readers see: `MemoryEventLog` keeps the logs in this process (the default);
+`redis_log.RedisEventLog` keeps a Redis Stream per stream id, written by the workers, for
+front ends on several machines.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LogEntry:
 
 
 class StreamLog(Protocol):
-    """The log of one stream: appended by its producer, read by its clients."""
+    """The log of one stream as its readers see it."""
 
     @property
     def stream_id(self) -> str: ...
@@ -53,10 +54,6 @@ class StreamLog(Protocol):
         """Entries appended so far (the next event_index)."""
         ...
 
-    def append(self, entry: LogEntry) -> int:
-        """Add the next entry; returns its event_index."""
-        ...
-
     def entries(self, after: int) -> AsyncIterator[tuple[int, LogEntry]]:
         """(event_index, entry) for every entry after `after`, live ones as they come, up to
         the final one (StreamNotFound when entries after `after` are no longer kept)."""
@@ -66,12 +63,7 @@ class StreamLog(Protocol):
 class EventLog(Protocol):
     """Stream logs by stream id."""
 
-    def open(self, stream_id: str, logprobs: int | None) -> StreamLog:
-        """Start the log of a new stream (InvalidParameter while one of that id is live; an
-        ended one of that id is replaced)."""
-        ...
-
-    def get(self, stream_id: str) -> StreamLog:
+    async def get(self, stream_id: str) -> StreamLog:
         """The log of a stream that is live or ended within retention (else StreamNotFound)."""
         ...
 
@@ -167,6 +159,8 @@ class MemoryEventLog:
         """Ended streams' ids by end time, oldest first."""
 
     def open(self, stream_id: str, logprobs: int | None) -> MemoryStream:
+        """Start the log of a new stream (InvalidParameter while one of that id is live; an
+        ended one of that id is replaced)."""
         self.expire()
         live = self._streams.get(stream_id)
         if live is not None and not live.ended:
@@ -180,7 +174,7 @@ class MemoryEventLog:
         self._streams[stream_id] = stream
         return stream
 
-    def get(self, stream_id: str) -> MemoryStream:
+    async def get(self, stream_id: str) -> MemoryStream:
         self.expire()
         stream = self._streams.get(stream_id)
         if stream is None:

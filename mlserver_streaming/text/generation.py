@@ -53,6 +53,8 @@ class Generation:
         eos_token_id: int | None,
     ) -> None:
         self.prompt_ids = list(prompt_ids)
+        self.prefill_ids = self.prompt_ids
+        """What the engine prefills: the prompt, then any replayed tokens (`replay`)."""
         self.params = params
         self.completion_tokens = 0
         self.finish_reason: FinishReason | None = None
@@ -77,6 +79,18 @@ class Generation:
     def history(self) -> np.ndarray:
         """Prompt plus generated ids so far: what the repetition penalty looks at."""
         return self._history[: len(self.prompt_ids) + self.completion_tokens]
+
+    def replay(self, token_ids: Sequence[int]) -> None:
+        """Continue a generation another engine began (its worker died): take the tokens it
+        already sent as if sampled here, and advance the seeded generator past their draws
+        (one uniform per sampled token), so what follows is what it would have sent. The
+        scheduler then prefills the prompt and the replayed tokens both."""
+        self.prefill_ids = [*self.prompt_ids, *token_ids]
+        for token in token_ids:
+            self.accept(Choice(token, 0.0, ()))
+        if self._chooser.rng is not None and token_ids:
+            self._chooser.rng.random(len(token_ids))
+        self._take()  # the client has these tokens' text already
 
     def accept(self, choice: Choice, auto_interval: int = 1) -> Delta | None:
         """Take the chosen token (from `chooser` or a batch sampler); return a delta when there

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from mlserver.types import ResponseOutput
 
 from ..events import ERROR, ERROR_RETRYABLE, ParamValue
 from ..tensors import encode_array, encode_ints, encode_text
-from .engine_client import RequestRecord
 from .generation import Delta
 
 OUTPUT_TEXT = "text"
@@ -52,7 +52,18 @@ def delta_outputs(delta: Delta, logprobs: int | None) -> list[ResponseOutput]:
     return outputs
 
 
-def final_parameters(record: RequestRecord, delta: Delta) -> dict[str, ParamValue]:
+class Usage(Protocol):
+    """What the final event reports of a request (a `RequestRecord`, a worker's job)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
+def final_parameters(record: Usage, delta: Delta) -> dict[str, ParamValue]:
     """Usage and the seed used (so a sampled completion can be replayed), plus any error."""
     params: dict[str, ParamValue] = {
         PROMPT_TOKENS: record.prompt_tokens,

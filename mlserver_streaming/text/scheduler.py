@@ -60,8 +60,8 @@ class SequenceRequest:
 
     @property
     def prefill_done(self) -> bool:
-        """Whether the whole prompt is in the KV cache."""
-        return self.prefilled == len(self.generation.prompt_ids)
+        """Whether the whole prompt (with any replayed tokens) is in the KV cache."""
+        return self.prefilled == len(self.generation.prefill_ids)
 
     def abandoned(self, now: float) -> Delta | None:
         """The last delta if the request was cancelled or is past its deadline, else None."""
@@ -233,7 +233,7 @@ def next_chunks(
             break
         if request.prefill_done:
             continue
-        prompt = request.generation.prompt_ids
+        prompt = request.generation.prefill_ids
         chunk = prompt[request.prefilled : request.prefilled + budget]
         batch.append(request)
         chunks.append(chunk)

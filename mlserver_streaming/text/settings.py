@@ -93,6 +93,13 @@ class TextGenerationSettings(RuntimeSettings):
     resume_max_events: int = Field(4096, ge=1, le=1_000_000)
     """Events kept per stream, more than `max_tokens_cap` (a stream has at most one event
     per token, plus its final one), so a live stream is never trimmed under its readers."""
+    redis_url: str | None = Field(None, min_length=1)
+    """Redis mode: generate on the workers behind this Redis (`redis://host:port/db`)
+    instead of in this server; the environment variable MLSERVER_STREAMING_REDIS_URL sets it
+    for every text model. None (default, and no variable): this server's own engine."""
+    redis_lease_s: float = Field(10.0, ge=1, le=3600)
+    """Redis mode: a job whose worker has not renewed its lease (a heartbeat every third of
+    it) for this long is taken over by another worker, from the tokens already sent."""
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Default generation parameters (max_tokens, temperature, top_k, ...); requests override."""
 

@@ -18,7 +18,7 @@ from mlserver.types import InferenceResponse
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..errors import InvalidParameter, StreamingError, StreamNotFound
+from ..errors import InvalidParameter, RedisUnavailable, StreamingError, StreamNotFound
 from ..events import EVENT_INDEX, error_event
 from ..openai.routes import SSE_HEADERS
 from ..openai.streaming import KEEPALIVE, keepalive_interval
@@ -39,14 +39,14 @@ LAST_EVENT_ID = "last-event-id"
 HTTP_NO_CONTENT = 204
 
 
-def find_stream(stream_id: str) -> tuple[TextGenerator, StreamLog]:
+async def find_stream(stream_id: str) -> tuple[TextGenerator, StreamLog]:
     """The generator and log of a stream id (StreamNotFound when no model has it)."""
     missing: StreamNotFound | None = None
     for name in TEXT_GENERATORS.names():
         model = TEXT_GENERATORS.get(name)
         try:
             if model is not None:
-                return model, model.streams.find(stream_id)
+                return model, await model.streams.find(stream_id)
         except StreamNotFound as err:
             missing = err
     raise missing or StreamNotFound(f"stream {stream_id!r} not found: no text model is loaded.")
@@ -116,13 +116,13 @@ class StreamRoutes:
     async def stream_events(self, request: Request) -> Response:
         """A stream's events after the last one the client saw, then its live tail."""
         try:
-            model, stream = find_stream(request.path_params["stream_id"])
+            model, stream = await find_stream(request.path_params["stream_id"])
             after = starting_after(request)
             if stream.ended and after >= stream.length - 1:
                 # Everything seen: 204 tells an EventSource to stop reconnecting.
                 return Response(status_code=HTTP_NO_CONTENT)
             stream.entries(after)  # refuses a bad index now, while a status can still say so
-        except (StreamNotFound, InvalidParameter) as err:
+        except (StreamNotFound, InvalidParameter, RedisUnavailable) as err:
             return error_response(err)
         lines = with_keepalive(sse_lines(model, stream, after), keepalive_interval())
         return StreamingResponse(lines, media_type="text/event-stream", headers=SSE_HEADERS)
@@ -132,9 +132,9 @@ class StreamRoutes:
         """Cancel a stream's generation; its log ends with a `cancelled` final event."""
         stream_id = request.path_params["stream_id"]
         try:
-            model, _ = find_stream(stream_id)
-            stream = model.streams.cancel(stream_id)
-        except StreamNotFound as err:
+            model, _ = await find_stream(stream_id)
+            stream = await model.streams.cancel(stream_id)
+        except (StreamNotFound, RedisUnavailable) as err:
             return error_response(err)
         body = {"id": stream_id, "ended": stream.ended, "events": stream.length}
         return Response(encode_to_json_bytes(body), media_type="application/json")

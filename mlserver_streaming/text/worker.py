@@ -1,0 +1,161 @@
+"""The generation worker of Redis mode: `mlserver-streaming worker <model folder> --redis <url>`.
+
+A third driver of the engine core (after `engine_thread.py` and `engine_process.py`): the
+same `build_core` and `run_engine_loop`, with jobs in from Redis (`worker_feed.py`) and
+each step's deltas out as entries of their streams' logs, one pipelined round trip per
+step. A stream ends with its job's XACK. SIGTERM hands the jobs in flight back at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from mlserver.repository.load import load_model_settings
+from mlserver.utils import get_model_uri
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from ..settings import parse_extra
+from .engine_core import EngineSpec, build_core, run_engine_loop
+from .event_log import LogEntry
+from .redis_codec import GROUP, REDIS_URL_ENV, RedisKeys, entry_fields, event_id, model_keys
+from .responses import final_parameters
+from .settings import TextGenerationSettings
+from .step_output import StepOutput
+from .worker_feed import JobFeed
+
+logger = logging.getLogger(__name__)
+
+MODEL_SETTINGS = "model-settings.json"
+
+
+def load_spec(folder: Path) -> tuple[EngineSpec, str | None]:
+    """The engine spec and version of a model folder, read as `mlserver start` reads it."""
+    settings = load_model_settings(str(folder / MODEL_SETTINGS))
+    path = Path(asyncio.run(get_model_uri(settings)))
+    version = settings.parameters.version if settings.parameters else None
+    return EngineSpec(path, parse_extra(settings, TextGenerationSettings), settings.name), version
+
+
+class Publisher:
+    """Each step output's deltas to their streams' logs; a job's end acks it."""
+
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, feed: JobFeed, settings: TextGenerationSettings
+    ):
+        self.redis = redis
+        self.keys = keys
+        self.feed = feed
+        self.settings = settings
+        self.live = True
+        """False once stopping: the last outputs (cancellations) are not written, the jobs
+        go to another worker instead."""
+
+    def publish(self, out: StepOutput) -> None:
+        if not self.live or not out.deltas:
+            return
+        writes, ended = [], []
+        s = self.settings
+        for request_id, delta in out.deltas.items():
+            active = self.feed.jobs.get(request_id)
+            if active is None or active.lost:
+                continue
+            active.usage.completion_tokens += len(delta.token_ids)
+            final = delta.finish_reason is not None
+            entry = LogEntry(delta, final_parameters(active.usage, delta) if final else {})
+            writes.append((request_id, active, entry, event_id(active.next_index)))
+            active.next_index += 1
+            if final:
+                ended.append((request_id, active))
+        first = True
+        while True:
+            try:
+                results = self._write(writes, ended, s)
+                break
+            except (RedisConnectionError, RedisTimeout) as err:
+                logger.warning("redis: %s; retrying the step's events", err)
+                first = False
+                time.sleep(0.5)
+        for (request_id, _, _, _), result in zip(writes, results, strict=False):
+            # An id at or below the stream's last: another worker continues this job (or,
+            # on a retry, our own first attempt got through).
+            if isinstance(result, ResponseError) and first:
+                self.feed.lose(request_id)
+        for request_id, _ in ended:
+            self.feed.finished(request_id)
+
+    def _write(self, writes, ended, s: TextGenerationSettings) -> list:  # type: ignore[no-untyped-def]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for _, active, entry, entry_id in writes:
+                key = self.keys.events(active.job.stream_id)
+                pipe.xadd(key, entry_fields(entry), id=entry_id, maxlen=s.resume_max_events)
+            results_of_writes = len(writes)
+            retention = max(1, int(s.resume_retention_s))
+            for _, active in ended:
+                pipe.expire(self.keys.events(active.job.stream_id), retention)
+                pipe.expire(self.keys.meta(active.job.stream_id), retention)
+                pipe.xack(self.keys.jobs, GROUP, active.message_id)
+                pipe.xdel(self.keys.jobs, active.message_id)
+            return pipe.execute(raise_on_error=False)[:results_of_writes]
+
+
+def run_worker(folder: Path, url: str, consumer: str) -> None:
+    """Load and warm up the model, join its consumer group, and generate until SIGTERM."""
+    spec, version = load_spec(folder)
+    settings = spec.settings
+    core = build_core(spec)  # warmed up before it takes any job
+    redis = Redis.from_url(url)
+    keys = model_keys(spec.model_name, version)
+    feed = JobFeed(redis, keys, consumer, settings.max_running, settings.redis_lease_s)
+    publisher = Publisher(redis, keys, feed, settings)
+
+    def stop(signum: int, frame: object) -> None:
+        logger.info("worker %s stopping (signal %d): handing its jobs back", consumer, signum)
+        publisher.live = False
+        feed.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    feed.join()
+    logger.info("worker %s serving %s from %s", consumer, keys.model, url)
+    run_engine_loop(core, feed, publisher.publish)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mlserver-streaming worker <model folder> [--redis URL] [--consumer NAME]`."""
+    parser = argparse.ArgumentParser(prog="mlserver-streaming")
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="generate a model's Redis jobs")
+    worker.add_argument("folder", type=Path, help=f"model folder (with {MODEL_SETTINGS})")
+    worker.add_argument("--redis", default=os.environ.get(REDIS_URL_ENV), help="Redis URL")
+    worker.add_argument(
+        "--consumer",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        help="this worker's name in the consumer group (default: host-pid)",
+    )
+    args = parser.parse_args(argv)
+    if not args.redis:
+        parser.error(f"give --redis or set {REDIS_URL_ENV}")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        run_worker(args.folder, args.redis, args.consumer)
+    except RedisError as err:
+        logger.error("redis at %s: %s", args.redis, err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""A worker's inbox in Redis mode: jobs from the consumer group, cancels from the control
+stream, turned into engine commands (`engine_core.Inbox`).
+
+Two threads block on Redis so the engine loop never does: one reads jobs (new ones, and
+those of dead workers: XAUTOCLAIM of entries whose lease ran out) only while the engine
+has room, and renews the lease of this worker's jobs with a heartbeat; the other reads
+cancels. A job whose stream already has events continues from them: its logged tokens
+are replayed (`Submit.replay`) and its next event gets the next index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from ..events import FinishReason
+from .engine_messages import Cancel, Command, Stop, Submit
+from .event_log import LogEntry
+from .generation import Delta
+from .redis_codec import GROUP, Job, JobUsage, RedisKeys, entry_fields, entry_from_fields, event_id
+from .responses import final_parameters
+
+logger = logging.getLogger(__name__)
+
+RETRY_S = 1.0
+"""Pause before trying Redis again after a failed call (redis-py reconnects by itself)."""
+
+
+@dataclass(eq=False)
+class ActiveJob:
+    """A job this worker generates: where its events go and what its final event says."""
+
+    message_id: bytes
+    job: Job
+    next_index: int
+    usage: JobUsage
+    lost: bool = False
+    """Another worker took the job over (this one was thought dead): stop writing."""
+
+
+class JobFeed:
+    """Jobs and cancels from Redis as commands; the jobs this worker holds, by request id."""
+
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, consumer: str, capacity: int, lease_s: float
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.consumer = consumer
+        self.capacity = capacity
+        self.lease_s = lease_s
+        self.jobs: dict[int, ActiveJob] = {}
+        self._by_stream: dict[str, int] = {}
+        self._ids = itertools.count()
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._guard(self._read_jobs), name="jobs", daemon=True),
+            threading.Thread(target=self._guard(self._read_cancels), name="cancels", daemon=True),
+        ]
+
+    def join(self) -> None:
+        """Join the model's consumer group (created with its stream, from the first job
+        ever queued, when this is the first worker) and start reading."""
+        try:
+            self.redis.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        for thread in self._threads:
+            thread.start()
+
+    def receive(self, block: bool) -> list[Command]:
+        """The commands waiting (at least one if `block`)."""
+        commands = [self._commands.get()] if block else []
+        while True:
+            try:
+                commands.append(self._commands.get_nowait())
+            except queue.Empty:
+                return commands
+
+    def finished(self, request_id: int) -> None:
+        """A job ended (its final event is written): make room for another."""
+        with self._room:
+            active = self.jobs.pop(request_id, None)
+            if active is not None:
+                self._by_stream.pop(active.job.stream_id, None)
+            self._room.notify_all()
+
+    def lose(self, request_id: int) -> None:
+        """Another worker owns the job now: cancel it here and write nothing more."""
+        active = self.jobs.get(request_id)
+        if active is not None and not active.lost:
+            logger.warning("job of stream %r was taken over; dropping it", active.job.stream_id)
+            active.lost = True
+            self._commands.put(Cancel(request_id))
+
+    def stop(self) -> None:
+        """Stop reading and hand this worker's jobs back at once: their lease is marked run
+        out, so another worker claims them now and continues them."""
+        self._stopping.set()
+        with self._room:
+            self._room.notify_all()
+        ids: list[Any] = [a.message_id for a in list(self.jobs.values()) if not a.lost]
+        if ids:
+            idle_ms = int(self.lease_s * 1000) + 1
+            try:
+                self.redis.xclaim(
+                    self.keys.jobs, GROUP, self.consumer, 0, ids, idle=idle_ms, justid=True
+                )
+            except RedisError:
+                logger.exception("could not hand the jobs back; they go after the lease")
+        self._commands.put(Stop())
+
+    def _guard(self, loop):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            while not self._stopping.is_set():
+                try:
+                    loop()
+                except RedisError as err:
+                    logger.warning("redis: %s; retrying in %.0f s", err, RETRY_S)
+                    time.sleep(RETRY_S)
+
+        return run
+
+    def _read_jobs(self) -> None:
+        beat = self.lease_s / 3
+        last_beat = last_claim = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now - last_beat >= beat:
+                self._heartbeat()
+                last_beat = now
+            free = self.capacity - len(self.jobs)
+            if free <= 0:
+                with self._room:
+                    self._room.wait(timeout=beat)
+                continue
+            if now - last_claim >= self.lease_s / 2:
+                reclaimed: Any = self.redis.xautoclaim(
+                    self.keys.jobs, GROUP, self.consumer, int(self.lease_s * 1000), count=free
+                )
+                last_claim = now
+                self._take_all(reclaimed[1])
+                free = self.capacity - len(self.jobs)
+                if free <= 0:
+                    continue
+            reply: Any = self.redis.xreadgroup(
+                GROUP, self.consumer, {self.keys.jobs: ">"}, count=free, block=int(beat * 1000)
+            )
+            for _, messages in reply or ():
+                self._take_all(messages)
+
+    def _heartbeat(self) -> None:
+        """Renew the lease of this worker's jobs (XCLAIM resets their idle time)."""
+        owned = self.redis.xpending_range(
+            self.keys.jobs, GROUP, "-", "+", self.capacity, consumername=self.consumer
+        )
+        ids: list[Any] = [entry["message_id"] for entry in owned]
+        if ids:
+            self.redis.xclaim(self.keys.jobs, GROUP, self.consumer, 0, ids, justid=True)
+
+    def _read_cancels(self) -> None:
+        last = "$"
+        while not self._stopping.is_set():
+            reply: Any = self.redis.xread({self.keys.control: last}, block=1000)
+            for _, messages in reply or ():
+                for message_id, fields in messages:
+                    last = message_id
+                    request_id = self._by_stream.get(fields[b"cancel"].decode())
+                    if request_id is not None:
+                        self._commands.put(Cancel(request_id))
+
+    def _take_all(self, messages: list) -> None:
+        owned = {a.message_id for a in list(self.jobs.values())}
+        for message_id, fields in messages:
+            if fields is None or message_id in owned:  # deleted meanwhile, or ours already
+                continue
+            self._take(message_id, Job.from_fields(fields))
+
+    def _take(self, message_id: bytes, job: Job) -> None:
+        """Start a job, continuing from any events its stream has (a reclaimed job)."""
+        events: Any = self.redis.xrange(self.keys.events(job.stream_id))
+        logged = [entry_from_fields(fields) for _, fields in events]
+        replay = [token for entry in logged for token in entry.delta.token_ids]
+        usage = JobUsage(len(job.prompt_ids), job.params.seed, len(replay))
+        if logged and logged[-1].final:  # ended; the worker died before its XACK
+            self._ack(message_id)
+            return
+        remaining = job.deadline - time.time()
+        if remaining <= 0:
+            late = f"request deadline exceeded ({-remaining:.1f} s past it) before a worker took it"
+            delta = Delta(finish_reason=FinishReason.TIMEOUT, error=late)
+            entry = LogEntry(delta, final_parameters(usage, delta))
+            with contextlib.suppress(ResponseError):  # someone ended it meanwhile
+                self.redis.xadd(
+                    self.keys.events(job.stream_id), entry_fields(entry), id=event_id(len(logged))
+                )
+            self._ack(message_id)
+            return
+        request_id = next(self._ids)
+        with self._room:
+            self.jobs[request_id] = ActiveJob(message_id, job, len(logged), usage)
+            self._by_stream[job.stream_id] = request_id
+        now = time.monotonic()
+        self._commands.put(
+            Submit(request_id, job.prompt_ids, job.params, now, now + remaining, tuple(replay))
+        )
+        if self.redis.exists(self.keys.cancelled(job.stream_id)):
+            self._commands.put(Cancel(request_id))
+
+    def _ack(self, message_id: bytes) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.keys.jobs, GROUP, message_id)
+            pipe.xdel(self.keys.jobs, message_id)
+            pipe.execute()
