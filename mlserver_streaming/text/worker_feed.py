@@ -70,15 +70,19 @@ class JobFeed:
         ]
 
     def join(self) -> None:
-        """Join the model's consumer group (created with its stream, from the first job
-        ever queued, when this is the first worker) and start reading."""
+        """Join the model's consumer group and start reading."""
+        self._create_group()
+        for thread in self._threads:
+            thread.start()
+
+    def _create_group(self) -> None:
+        """The group, created with its stream from the first job ever queued, by the first
+        worker (and again after a Redis restart lost it)."""
         try:
             self.redis.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
         except ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
-        for thread in self._threads:
-            thread.start()
 
     def receive(self, block: bool) -> list[Command]:
         """The commands waiting (at least one if `block`)."""
@@ -127,8 +131,13 @@ class JobFeed:
             while not self._stopping.is_set():
                 try:
                     loop()
-                except RedisError as err:
-                    logger.warning("redis: %s; retrying in %.0f s", err, RETRY_S)
+                except Exception as err:  # noqa: BLE001 - the reader must outlive any failure
+                    if "NOGROUP" in str(err):
+                        logger.warning("redis lost the consumer group (restarted?): recreating")
+                        with contextlib.suppress(RedisError):
+                            self._create_group()
+                        continue
+                    logger.warning("redis: %r; retrying in %.0f s", err, RETRY_S)
                     time.sleep(RETRY_S)
 
         return run
@@ -186,7 +195,13 @@ class JobFeed:
         for message_id, fields in messages:
             if fields is None or message_id in owned:  # deleted meanwhile, or ours already
                 continue
-            self._take(message_id, Job.from_fields(fields))
+            try:
+                job = Job.from_fields(fields)
+            except (KeyError, TypeError, ValueError):  # not a job of ours: never retried
+                logger.exception("dropping malformed job %r", message_id)
+                self._ack(message_id)
+                continue
+            self._take(message_id, job)
 
     def _take(self, message_id: bytes, job: Job) -> None:
         """Start a job, continuing from any events its stream has (a reclaimed job)."""

@@ -65,11 +65,15 @@ def _wait_ready(server: Server, proc: subprocess.Popen, models: Sequence[str]) -
 
 
 @contextlib.contextmanager
-def running_server(repo: Path, models: Sequence[str], log_dir: Path) -> Iterator[Server]:
-    """Serve `repo` (a folder with settings.json and model folders) until the block ends."""
+def running_server(
+    repo: Path, models: Sequence[str], log_dir: Path, **env_vars: str
+) -> Iterator[Server]:
+    """Serve `repo` (a folder with settings.json and model folders) until the block ends,
+    with `env_vars` added to its environment."""
     http_port, grpc_port, metrics_port = free_ports(3)
     env = {
         **os.environ,
+        **env_vars,
         "MLSERVER_HOST": "127.0.0.1",
         "MLSERVER_HTTP_PORT": str(http_port),
         "MLSERVER_GRPC_PORT": str(grpc_port),
