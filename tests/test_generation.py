@@ -137,3 +137,22 @@ def test_auto_stream_interval_follows_the_scheduler_unless_the_request_sets_one(
     assert sizes[0] == 1 and all(n >= size for n in sizes[1:-1])
     assert size == 1 or any(n == size for n in sizes[1:-1])
     assert [t for d in deltas for t in d.token_ids] == ids
+
+
+@pytest.mark.parametrize("cut", [1, 3, 6])
+def test_a_replayed_generation_continues_exactly_as_the_undisturbed_one(tokenizer, cut):
+    # A worker died after sending `cut` deltas: another replays their tokens, then samples
+    # from the same logits; it must send what the first would have, seed and penalty included.
+    vocab = tokenizer.get_vocab_size()
+    logits = np.random.default_rng(0).normal(size=(40, vocab)).astype(np.float32) * 4
+    params = GenerationParams(
+        max_tokens=40, temperature=0.9, top_k=50, seed=11, repetition_penalty=1.3, stop=("ing",)
+    )
+    whole = Generation([1, 2], params, tokenizer, eos_token_id=None)
+    deltas = [d for row in logits if (d := advance(whole, row)) is not None]
+    sent = [t for d in deltas[:cut] for t in d.token_ids]
+    resumed = Generation([1, 2], params, tokenizer, eos_token_id=None)
+    resumed.replay(sent)
+    assert resumed.prefill_ids == [1, 2, *sent]
+    rest = [d for row in logits[len(sent) :] if (d := advance(resumed, row)) is not None]
+    assert rest == deltas[cut:] and resumed.completion_tokens == whole.completion_tokens

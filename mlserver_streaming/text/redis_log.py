@@ -78,6 +78,7 @@ class RedisStreamLog:
             return -1
         except RedisError as err:
             raise unavailable(err) from err
+        self.length, self.ended = index + 1, entry.final
         return index
 
     def entries(self, after: int) -> AsyncIterator[tuple[int, LogEntry]]:
