@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # reads these flags from here.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF -DGGML_CCACHE=OFF
 
-.PHONY: serve test check format bench models clean
+.PHONY: serve serve-cluster test check format bench models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,36 @@ chromium:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	else echo "chromium/chromedriver missing and apt-get not usable (not root?): browser tests will skip"; fi
 
+# Redis mode's tests start their own redis-server (Debian's package, 7.0): installed the
+# same way as chromium when missing, else those tests skip and say why.
+.PHONY: redis
+redis:
+	@if command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	else echo "redis-server missing and apt-get not usable (not root?): Redis-mode tests will skip"; fi
+
+## serve-cluster: Redis mode on one machine: redis-server, two workers per text model, MLServer
+# Ports: MLSERVER_*_PORT for MLServer, REDIS_PORT (default 6379) for Redis; logs in .cluster/.
+# Ctrl-C stops everything. Past one machine: see the README's "Redis mode".
+REDIS_PORT ?= 6379
+CLUSTER_WORKERS ?= 2
+serve-cluster: $(SERVE_STAMP) redis
+	@mkdir -p .cluster; url=redis://127.0.0.1:$(REDIS_PORT)/0; pids=; \
+	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly no --dir .cluster > .cluster/redis.log 2>&1 & redis=$$!; \
+	trap 'kill $$pids 2>/dev/null; wait $$pids; kill $$redis' EXIT INT TERM; \
+	for settings in $$(grep -l TextGenerator model-repo/*/model-settings.json model-repo/*/*/model-settings.json); do \
+		folder=$$(dirname $$settings); \
+		for i in $$(seq $(CLUSTER_WORKERS)); do \
+			name=$$(echo $$folder | tr / -)-$$i; \
+			$(BIN)/mlserver-streaming worker $$folder --redis $$url --consumer $$name > .cluster/$$name.log 2>&1 & pids="$$pids $$!"; \
+		done; \
+	done; \
+	echo "redis at $$url; workers:$$pids (logs in .cluster/)"; \
+	MLSERVER_STREAMING_REDIS_URL=$$url $(BIN)/mlserver start model-repo
+
 ## test: install with test extras and run the whole suite (unit + end-to-end)
-test: $(TEST_STAMP) chromium
+test: $(TEST_STAMP) chromium redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## check: lint, format check and type check
