@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import prometheus_client
 from mlserver.repository.load import load_model_settings
 from mlserver.utils import get_model_uri
 from redis import Redis
@@ -28,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from ..settings import parse_extra
 from .engine_core import EngineSpec, build_core, run_engine_loop
 from .event_log import LogEntry
+from .metrics import GenerationMetrics
 from .redis_codec import GROUP, REDIS_URL_ENV, RedisKeys, entry_fields, event_id, model_keys
 from .responses import final_parameters
 from .settings import TextGenerationSettings
@@ -51,25 +53,36 @@ class Publisher:
     """Each step output's deltas to their streams' logs; a job's end acks it."""
 
     def __init__(
-        self, redis: Redis, keys: RedisKeys, feed: JobFeed, settings: TextGenerationSettings
-    ):
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        feed: JobFeed,
+        settings: TextGenerationSettings,
+        metrics: GenerationMetrics,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.feed = feed
         self.settings = settings
+        self.metrics = metrics
         self.live = True
         """False once stopping: the last outputs (cancellations) are not written, the jobs
         go to another worker instead."""
 
     def publish(self, out: StepOutput) -> None:
-        if not self.live or not out.deltas:
+        if not self.live:
+            return
+        self.metrics.observe_step(out)
+        if not out.deltas:
             return
         writes, ended = [], []
         s = self.settings
+        now = time.monotonic()
         for request_id, delta in out.deltas.items():
             active = self.feed.jobs.get(request_id)
             if active is None or active.lost:
                 continue
+            active.timing.record(self.metrics, delta, now)
             active.usage.completion_tokens += len(delta.token_ids)
             final = delta.finish_reason is not None
             entry = LogEntry(delta, final_parameters(active.usage, delta) if final else {})
@@ -95,11 +108,16 @@ class Publisher:
             self.feed.finished(request_id)
 
     def _write(self, writes, ended, s: TextGenerationSettings) -> list:  # type: ignore[no-untyped-def]
+        lifetime = int(s.request_timeout_s + s.redis_lease_s + s.resume_retention_s) + 1
         with self.redis.pipeline(transaction=False) as pipe:
             for _, active, entry, entry_id in writes:
                 key = self.keys.events(active.job.stream_id)
                 pipe.xadd(key, entry_fields(entry), id=entry_id, maxlen=s.resume_max_events)
             results_of_writes = len(writes)
+            for _, active, _, _ in writes:
+                if not active.written:  # a log nobody ends still goes, with its claim
+                    pipe.expire(self.keys.events(active.job.stream_id), lifetime)
+                    active.written = True
             retention = max(1, int(s.resume_retention_s))
             for _, active in ended:
                 pipe.expire(self.keys.events(active.job.stream_id), retention)
@@ -109,15 +127,18 @@ class Publisher:
             return pipe.execute(raise_on_error=False)[:results_of_writes]
 
 
-def run_worker(folder: Path, url: str, consumer: str) -> None:
+def run_worker(folder: Path, url: str, consumer: str, metrics_port: int | None) -> None:
     """Load and warm up the model, join its consumer group, and generate until SIGTERM."""
     spec, version = load_spec(folder)
     settings = spec.settings
     core = build_core(spec)  # warmed up before it takes any job
     redis = Redis.from_url(url)
     keys = model_keys(spec.model_name, version)
-    feed = JobFeed(redis, keys, consumer, settings.max_running, settings.redis_lease_s)
-    publisher = Publisher(redis, keys, feed, settings)
+    feed = JobFeed(redis, keys, consumer, settings)
+    metrics = GenerationMetrics(spec.model_name, version)
+    if metrics_port is not None:
+        prometheus_client.start_http_server(metrics_port, addr="0.0.0.0")
+    publisher = Publisher(redis, keys, feed, settings, metrics)
 
     def stop(signum: int, frame: object) -> None:
         logger.info("worker %s stopping (signal %d): handing its jobs back", consumer, signum)
@@ -143,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         default=f"{socket.gethostname()}-{os.getpid()}",
         help="this worker's name in the consumer group (default: host-pid)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this worker's Prometheus metrics (mlserver_streaming:*) on this port",
+    )
     args = parser.parse_args(argv)
     if not args.redis:
         parser.error(f"give --redis or set {REDIS_URL_ENV}")
@@ -150,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        run_worker(args.folder, args.redis, args.consumer)
+        run_worker(args.folder, args.redis, args.consumer, args.metrics_port)
     except RedisError as err:
         logger.error("redis at %s: %s", args.redis, err)
         return 1

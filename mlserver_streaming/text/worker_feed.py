@@ -26,8 +26,10 @@ from ..events import FinishReason
 from .engine_messages import Cancel, Command, Stop, Submit
 from .event_log import LogEntry
 from .generation import Delta
+from .metrics import RequestTiming
 from .redis_codec import GROUP, Job, JobUsage, RedisKeys, entry_fields, entry_from_fields, event_id
 from .responses import final_parameters
+from .settings import TextGenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +45,29 @@ class ActiveJob:
     job: Job
     next_index: int
     usage: JobUsage
+    timing: RequestTiming
     lost: bool = False
     """Another worker took the job over (this one was thought dead): stop writing."""
+    written: bool = False
+    """This worker wrote an event of it (the first one also bounds the log's lifetime)."""
 
 
 class JobFeed:
     """Jobs and cancels from Redis as commands; the jobs this worker holds, by request id."""
 
     def __init__(
-        self, redis: Redis, keys: RedisKeys, consumer: str, capacity: int, lease_s: float
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        consumer: str,
+        settings: TextGenerationSettings,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
-        self.capacity = capacity
-        self.lease_s = lease_s
+        self.capacity = settings.max_running
+        self.lease_s = settings.redis_lease_s
+        self.timeout_s = settings.request_timeout_s
         self.jobs: dict[int, ActiveJob] = {}
         self._by_stream: dict[str, int] = {}
         self._ids = itertools.count()
@@ -224,12 +234,16 @@ class JobFeed:
             self._ack(message_id)
             return
         request_id = next(self._ids)
-        with self._room:
-            self.jobs[request_id] = ActiveJob(message_id, job, len(logged), usage)
-            self._by_stream[job.stream_id] = request_id
         now = time.monotonic()
+        # Arrival at the front end (deadline minus timeout): queue time and TTFT include
+        # the wait in Redis. A reclaimed job's first token is not its first.
+        arrival = now + remaining - self.timeout_s
+        timing = RequestTiming(arrival, last_token_at=now if replay else None)
+        with self._room:
+            self.jobs[request_id] = ActiveJob(message_id, job, len(logged), usage, timing)
+            self._by_stream[job.stream_id] = request_id
         self._commands.put(
-            Submit(request_id, job.prompt_ids, job.params, now, now + remaining, tuple(replay))
+            Submit(request_id, job.prompt_ids, job.params, arrival, now + remaining, tuple(replay))
         )
         if self.redis.exists(self.keys.cancelled(job.stream_id)):
             self._commands.put(Cancel(request_id))

@@ -24,12 +24,12 @@ from mlserver_streaming.text.redis_codec import GROUP, model_keys
 
 from ..redis_server import RedisServer, running_redis
 from .clients import TIMEOUT, params_of
-from .cluster import running_workers, start_worker
+from .cluster import Worker, running_workers, start_worker
 from .conftest import one_model_repo
 from .server import Server, running_server
 from .test_resume import completion, get_sse, grpc_all, indexes, new_id, resume, sse_all, sse_head
 from .test_resume import with_id as with_stream_id
-from .test_text_generation import INFER, MODEL, STREAM, as_json, output, request
+from .test_text_generation import INFER, MODEL, STREAM, output, request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -45,7 +45,7 @@ class Cluster:
     redis: RedisServer
     folder: Path
     logs: Path
-    workers: list
+    workers: list[Worker]
     a: Server
     b: Server
 
@@ -110,6 +110,19 @@ async def test_unary_grpc_and_openai_requests_run_on_the_workers(cluster):
     await sdk.close()
 
 
+async def test_workers_expose_the_generation_metrics(cluster):
+    await sse_all(cluster.a.http_url, request("JULIET:", max_tokens=12, seed=3))
+    totals = {"generation_tokens_total": 0.0, "time_to_first_token_seconds_count": 0.0}
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        for worker in cluster.workers:
+            for line in (await client.get(worker.metrics_url)).text.splitlines():
+                for name in totals:
+                    if line.startswith(f"mlserver_streaming:{name}{{") and MODEL in line:
+                        totals[name] += float(line.rsplit(" ", 1)[1])
+    assert totals["generation_tokens_total"] >= 12
+    assert totals["time_to_first_token_seconds_count"] >= 1
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 async def test_a_dying_workers_streams_continue_on_another_with_the_same_text(cluster, how):
     count, head = 8, 4
@@ -125,9 +138,9 @@ async def test_a_dying_workers_streams_continue_on_another_with_the_same_text(cl
     )
     busy = {name: n for name, n in owners(cluster.redis.url).items() if n}
     assert busy, f"the streams ended before a worker could be stopped: {heads}"
-    victim = next(i for i, proc in enumerate(cluster.workers) if proc.args[-1] in busy)
-    os.killpg(cluster.workers[victim].pid, how)
-    cluster.workers[victim].wait(timeout=30)
+    victim = next(i for i, worker in enumerate(cluster.workers) if worker.name in busy)
+    os.killpg(cluster.workers[victim].proc.pid, how)
+    cluster.workers[victim].proc.wait(timeout=30)
     killed_at = time.monotonic()
     # The rest of each stream, from its last event seen, on the other front end.
     tails = await asyncio.gather(
@@ -178,9 +191,9 @@ async def test_cancel_on_one_front_end_ends_a_stream_read_on_another(cluster):
 
 
 async def test_without_workers_the_queue_is_bounded_and_queued_streams_time_out(cluster):
-    for proc in cluster.workers:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    for worker in cluster.workers:
+        os.killpg(worker.proc.pid, signal.SIGTERM)
+        worker.proc.wait(timeout=30)
     jobs = redis.Redis.from_url(cluster.redis.url)
     try:
         queued = jobs.xlen(KEYS.jobs)
