@@ -9,6 +9,7 @@ stopping, detokenizer) exist only here, where tokens are sampled.
 from __future__ import annotations
 
 import logging
+import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,24 @@ class Inbox(Protocol):
     def receive(self, block: bool) -> Sequence[Command]:
         """The commands waiting (at least one if `block`); a `Stop` once the sender is gone."""
         ...
+
+
+class QueueInbox:
+    """Commands put by other threads (the event loop's, a worker's Redis readers)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
+
+    def put(self, command: Command) -> None:
+        self._queue.put(command)
+
+    def receive(self, block: bool) -> list[Command]:
+        commands = [self._queue.get()] if block else []
+        while True:
+            try:
+                commands.append(self._queue.get_nowait())
+            except queue.Empty:
+                return commands
 
 
 def run_engine_loop(core: EngineCore, inbox: Inbox, publish: Callable[[StepOutput], None]) -> None:

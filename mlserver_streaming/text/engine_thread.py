@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sys
 import threading
 
-from .engine_core import EngineSpec, Listener, build_core, run_engine_loop
+from .engine_core import EngineSpec, Listener, QueueInbox, build_core, run_engine_loop
 from .engine_messages import Command, Stop
 from .step_output import StepOutput
 
@@ -22,28 +21,10 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
 
 
-class _QueueInbox:
-    """Commands from the event loop to the engine thread."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
-
-    def put(self, command: Command) -> None:
-        self._queue.put(command)
-
-    def receive(self, block: bool) -> list[Command]:
-        commands = [self._queue.get()] if block else []
-        while True:
-            try:
-                commands.append(self._queue.get_nowait())
-            except queue.Empty:
-                return commands
-
-
 class ThreadDriver:
     """Moves commands to the engine thread and its step outputs to the listener on the loop."""
 
-    def __init__(self, inbox: _QueueInbox, thread: threading.Thread) -> None:
+    def __init__(self, inbox: QueueInbox, thread: threading.Thread) -> None:
         self._inbox = inbox
         self._thread = thread
 
@@ -69,7 +50,7 @@ class ThreadDriver:
                 logger.exception("the text engine thread failed")
                 loop.call_soon_threadsafe(listener.lost, f"the text engine thread failed: {err!r}")
 
-        inbox = _QueueInbox()
+        inbox = QueueInbox()
         thread = threading.Thread(target=run, name="text-engine", daemon=True)
         thread.start()
         return cls(inbox, thread)

@@ -68,6 +68,17 @@ class EventLog(Protocol):
         ...
 
 
+def check_starting_after(stream: StreamLog, after: int) -> None:
+    """InvalidParameter unless events after `after` exist or may still come."""
+    last = stream.length - 1
+    if after < -1 or (stream.ended and after >= last):
+        allowed = f"[-1, {last - 1}]" if stream.ended else ">= -1"
+        raise InvalidParameter(
+            f"starting_after must be in {allowed} for stream {stream.stream_id!r}"
+            f"{f' (its final event is {last})' if stream.ended else ''}, got {after}."
+        )
+
+
 class MemoryStream:
     """One stream's entries in memory; readers wait on an event swapped at each append."""
 
@@ -107,7 +118,7 @@ class MemoryStream:
 
     def entries(self, after: int) -> AsyncIterator[tuple[int, LogEntry]]:
         """Replay after `after`, then tail (InvalidParameter at once for a bad index)."""
-        self._check_after(after)  # at once: a bad index fails before anything is sent
+        check_starting_after(self, after)  # at once: a bad index fails before anything is sent
         return self._tail(after)
 
     async def _tail(self, after: int) -> AsyncIterator[tuple[int, LogEntry]]:
@@ -125,18 +136,9 @@ class MemoryStream:
                     return
                 index += 1
             elif self.ended:  # it ended before reaching `after`
-                self._check_after(after)
+                check_starting_after(self, after)
             else:
                 await self._changed.wait()
-
-    def _check_after(self, after: int) -> None:
-        last = self.length - 1
-        if after < -1 or (self.ended and after >= last):
-            allowed = f"[-1, {last - 1}]" if self.ended else ">= -1"
-            raise InvalidParameter(
-                f"starting_after must be in {allowed} for stream {self.stream_id!r}"
-                f"{f' (its final event is {last})' if self.ended else ''}, got {after}."
-            )
 
 
 class MemoryEventLog:

@@ -157,19 +157,20 @@ class RedisBackend:
         """The log's deltas to the record; a failure is its last delta (retryable if Redis)."""
         try:
             async for _, entry in stream.entries(-1):
-                record.account(entry.delta)
-                record.deltas.put_nowait(entry.delta)
+                self._deliver(record, entry.delta)
         except Exception as err:  # noqa: BLE001 - the reader must get a final delta
-            retryable = bool(getattr(err, "retryable", False))
             failed = Delta(finish_reason=FinishReason.ERROR, error=error_message(err))
-            failed.retryable = retryable
-            record.account(failed)
-            record.deltas.put_nowait(failed)
-        except asyncio.CancelledError:
+            failed.retryable = bool(getattr(err, "retryable", False))
+            self._deliver(record, failed)
+        except asyncio.CancelledError:  # stopping: the workers go on, this reader does not
             if record.finish_reason is None:
-                record.account(Delta(finish_reason=FinishReason.CANCELLED))
-                record.deltas.put_nowait(Delta(finish_reason=FinishReason.CANCELLED))
+                self._deliver(record, Delta(finish_reason=FinishReason.CANCELLED))
             raise
+
+    @staticmethod
+    def _deliver(record: RequestRecord, delta: Delta) -> None:
+        record.account(delta)
+        record.deltas.put_nowait(delta)
 
     def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.ensure_future(coroutine)

@@ -18,6 +18,7 @@ from ..events import FinishReason, ParamValue
 from .event_log import LogEntry
 from .generation import Delta
 from .params import GenerationParams
+from .responses import Usage, final_parameters
 
 REDIS_URL_ENV = "MLSERVER_STREAMING_REDIS_URL"
 GROUP = "workers"
@@ -110,6 +111,13 @@ def entry_from_fields(fields: Fields) -> LogEntry:
     if b"f" in fields or "f" in fields:
         final = json.loads(_get(fields, "f"))
     return LogEntry(delta, final)
+
+
+def timeout_entry(usage: Usage, deadline: float, now: float) -> LogEntry:
+    """The final entry of a stream past its deadline that no engine ended."""
+    late = f"request deadline exceeded ({now - deadline:.1f} s past it)"
+    delta = Delta(finish_reason=FinishReason.TIMEOUT, error=late)
+    return LogEntry(delta, final_parameters(usage, delta))
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from ..errors import InvalidParameter, RedisUnavailable, StreamNotFound
-from ..events import FinishReason
-from .event_log import LogEntry
-from .generation import Delta
+from ..errors import RedisUnavailable, StreamNotFound
+from .event_log import LogEntry, check_starting_after
 from .redis_codec import (
     RedisKeys,
     StreamMeta,
@@ -27,8 +25,8 @@ from .redis_codec import (
     entry_from_fields,
     event_id,
     event_index,
+    timeout_entry,
 )
-from .responses import final_parameters
 
 READ_BATCH = 256
 """Entries one XREAD returns at most (a reader that fell behind catches up in batches)."""
@@ -83,13 +81,7 @@ class RedisStreamLog:
 
     def entries(self, after: int) -> AsyncIterator[tuple[int, LogEntry]]:
         """Replay after `after`, then tail (InvalidParameter at once for a bad index)."""
-        last = self.length - 1
-        if after < -1 or (self.ended and after >= last):
-            allowed = f"[-1, {last - 1}]" if self.ended else ">= -1"
-            raise InvalidParameter(
-                f"starting_after must be in {allowed} for stream {self.stream_id!r}"
-                f"{f' (its final event is {last})' if self.ended else ''}, got {after}."
-            )
+        check_starting_after(self, after)
         return self._tail(after)
 
     async def _tail(self, after: int) -> AsyncIterator[tuple[int, LogEntry]]:
@@ -130,10 +122,8 @@ class RedisStreamLog:
         if entries and entries[-1].final:
             return  # written meanwhile: the next read gets it
         self.length = len(logged) and event_index(logged[-1][0]) + 1
-        late = f"request deadline exceeded ({time.time() - self.meta.deadline:.1f} s past it)"
-        delta = Delta(finish_reason=FinishReason.TIMEOUT, error=late)
         usage = self.meta.usage(sum(len(e.delta.token_ids) for e in entries))
-        await self.append(LogEntry(delta, final_parameters(usage, delta)))
+        await self.append(timeout_entry(usage, self.meta.deadline, time.time()))
 
 
 class RedisEventLog:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -22,13 +21,20 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from ..events import FinishReason
+from .engine_core import QueueInbox
 from .engine_messages import Cancel, Command, Stop, Submit
-from .event_log import LogEntry
-from .generation import Delta
 from .metrics import RequestTiming
-from .redis_codec import GROUP, Job, JobUsage, RedisKeys, entry_fields, entry_from_fields, event_id
-from .responses import final_parameters
+from .redis_codec import (
+    GROUP,
+    Job,
+    JobUsage,
+    RedisKeys,
+    entry_fields,
+    entry_from_fields,
+    event_id,
+    event_index,
+    timeout_entry,
+)
 from .settings import TextGenerationSettings
 
 logger = logging.getLogger(__name__)
@@ -71,7 +77,7 @@ class JobFeed:
         self.jobs: dict[int, ActiveJob] = {}
         self._by_stream: dict[str, int] = {}
         self._ids = itertools.count()
-        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._commands = QueueInbox()
         self._room = threading.Condition()
         self._stopping = threading.Event()
         self._threads = [
@@ -96,12 +102,7 @@ class JobFeed:
 
     def receive(self, block: bool) -> list[Command]:
         """The commands waiting (at least one if `block`)."""
-        commands = [self._commands.get()] if block else []
-        while True:
-            try:
-                commands.append(self._commands.get_nowait())
-            except queue.Empty:
-                return commands
+        return self._commands.receive(block)
 
     def finished(self, request_id: int) -> None:
         """A job ended (its final event is written): make room for another."""
@@ -222,15 +223,13 @@ class JobFeed:
         if logged and logged[-1].final:  # ended; the worker died before its XACK
             self._ack(message_id)
             return
+        next_index = event_index(events[-1][0]) + 1 if events else 0
         remaining = job.deadline - time.time()
-        if remaining <= 0:
-            late = f"request deadline exceeded ({-remaining:.1f} s past it) before a worker took it"
-            delta = Delta(finish_reason=FinishReason.TIMEOUT, error=late)
-            entry = LogEntry(delta, final_parameters(usage, delta))
+        if remaining <= 0:  # it waited past its deadline (no worker had room, or all died)
+            entry = timeout_entry(usage, job.deadline, time.time())
             with contextlib.suppress(ResponseError):  # someone ended it meanwhile
-                self.redis.xadd(
-                    self.keys.events(job.stream_id), entry_fields(entry), id=event_id(len(logged))
-                )
+                key = self.keys.events(job.stream_id)
+                self.redis.xadd(key, entry_fields(entry), id=event_id(next_index))
             self._ack(message_id)
             return
         request_id = next(self._ids)
@@ -240,7 +239,7 @@ class JobFeed:
         arrival = now + remaining - self.timeout_s
         timing = RequestTiming(arrival, last_token_at=now if replay else None)
         with self._room:
-            self.jobs[request_id] = ActiveJob(message_id, job, len(logged), usage, timing)
+            self.jobs[request_id] = ActiveJob(message_id, job, next_index, usage, timing)
             self._by_stream[job.stream_id] = request_id
         self._commands.put(
             Submit(request_id, job.prompt_ids, job.params, arrival, now + remaining, tuple(replay))

@@ -178,6 +178,14 @@ async def test_a_stream_whose_front_end_died_resumes_on_another(cluster, tmp_pat
     assert (text, ids) == completion(reference)[:2] and final["finish_reason"] == "length"
 
 
+async def test_a_disconnect_cancels_through_redis_without_background(cluster):
+    stream_id = new_id()
+    await sse_head(cluster.a.http_url, with_stream_id(seeded(31), stream_id), 3)
+    events = await sse_all(cluster.b.http_url, resume(stream_id, 2))
+    final = params_of(events[-1])
+    assert final["finish_reason"] == "cancelled" and final["completion_tokens"] < 240
+
+
 async def test_cancel_on_one_front_end_ends_a_stream_read_on_another(cluster):
     stream_id = new_id()
     await sse_head(cluster.a.http_url, with_stream_id(seeded(30, background=True), stream_id), 2)
