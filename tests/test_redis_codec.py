@@ -41,6 +41,6 @@ def test_event_ids_are_one_based_stream_ids_and_keys_name_the_model_version():
     assert [event_id(i) for i in (0, 41)] == ["0-1", "0-42"]
     assert event_index(b"0-42") == 41 and event_index("0-1") == 0
     keys = model_keys("shakespeare", "v1")
-    assert keys.jobs == "mlserver-streaming:shakespeare@v1:jobs"
-    assert keys.events("a:1") == "mlserver-streaming:shakespeare@v1:events:a:1"
-    assert model_keys("m", None).control == "mlserver-streaming:m:control"
+    assert keys.jobs == "mlserver-streaming:{shakespeare@v1}:jobs"
+    assert keys.events("a:1") == "mlserver-streaming:{shakespeare@v1}:events:a:1"
+    assert model_keys("m", None).control == "mlserver-streaming:{m}:control"

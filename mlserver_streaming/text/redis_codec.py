@@ -32,7 +32,8 @@ OutFields = dict[Any, Any]
 
 @dataclass(frozen=True)
 class RedisKeys:
-    """The key names of one model, under one prefix so several models share a Redis."""
+    """The key names of one model, under one prefix so several models share a Redis; the
+    model in braces is a Redis Cluster hash tag, so one model's keys share a node."""
 
     model: str
     prefix: str = "mlserver-streaming"
@@ -40,24 +41,28 @@ class RedisKeys:
     @property
     def jobs(self) -> str:
         """The job stream, read by the workers' consumer group."""
-        return f"{self.prefix}:{self.model}:jobs"
+        return f"{self.prefix}:{{{self.model}}}:jobs"
 
     @property
     def control(self) -> str:
         """Cancels, read by every worker (not a group: the job's owner acts on it)."""
-        return f"{self.prefix}:{self.model}:control"
+        return f"{self.prefix}:{{{self.model}}}:control"
 
     def events(self, stream_id: str) -> str:
         """One stream's events (its log), what every front end reads."""
-        return f"{self.prefix}:{self.model}:events:{stream_id}"
+        return f"{self.prefix}:{{{self.model}}}:events:{stream_id}"
 
     def meta(self, stream_id: str) -> str:
         """One stream's claim and what its readers need (logprobs, deadline)."""
-        return f"{self.prefix}:{self.model}:meta:{stream_id}"
+        return f"{self.prefix}:{{{self.model}}}:meta:{stream_id}"
+
+    def owner(self, stream_id: str) -> str:
+        """The consumer that last claimed the stream's job: the only one that may write."""
+        return f"{self.prefix}:{{{self.model}}}:owner:{stream_id}"
 
     def cancelled(self, stream_id: str) -> str:
         """Set when a stream is cancelled, for a worker that claims its job later."""
-        return f"{self.prefix}:{self.model}:cancelled:{stream_id}"
+        return f"{self.prefix}:{{{self.model}}}:cancelled:{stream_id}"
 
 
 def model_keys(name: str, version: str | None) -> RedisKeys:

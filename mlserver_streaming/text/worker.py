@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import prometheus_client
 from mlserver.repository.load import load_model_settings
@@ -34,7 +35,7 @@ from .redis_codec import GROUP, REDIS_URL_ENV, RedisKeys, entry_fields, event_id
 from .responses import final_parameters
 from .settings import TextGenerationSettings
 from .step_output import StepOutput
-from .worker_feed import JobFeed
+from .worker_feed import ActiveJob, JobFeed
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,29 @@ def load_spec(folder: Path) -> tuple[EngineSpec, str | None]:
     return EngineSpec(path, parse_extra(settings, TextGenerationSettings), settings.name), version
 
 
+WRITE_EVENT = """
+-- KEYS: owner, events, meta, jobs. ARGV: consumer, entry id, maxlen, final (0/1),
+-- retention, group, job message id, lifetime, then the entry's field/value pairs.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], ARGV[2], unpack(ARGV, 9))
+if ARGV[4] == '1' then
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  redis.call('XACK', KEYS[4], ARGV[6], ARGV[7])
+  redis.call('XDEL', KEYS[4], ARGV[7])
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('EXPIRE', KEYS[2], ARGV[8], 'NX')
+end
+return 1
+"""
+"""One event, written only by the job's owner (the worker that last claimed it: a worker
+that was paused past its lease is fenced out), at its index (Redis refuses an index twice);
+the final one also acks the job. A log nobody ends expires with its claim."""
+
+
 class Publisher:
-    """Each step output's deltas to their streams' logs; a job's end acks it."""
+    """Each step output's deltas to their streams' logs, in one pipeline per step."""
 
     def __init__(
         self,
@@ -60,11 +82,12 @@ class Publisher:
         settings: TextGenerationSettings,
         metrics: GenerationMetrics,
     ) -> None:
-        self.redis = redis
         self.keys = keys
         self.feed = feed
         self.settings = settings
         self.metrics = metrics
+        self.redis = redis
+        self._write_event = redis.register_script(WRITE_EVENT)
         self.live = True
         """False once stopping: the last outputs (cancellations) are not written, the jobs
         go to another worker instead."""
@@ -73,58 +96,60 @@ class Publisher:
         if not self.live:
             return
         self.metrics.observe_step(out)
-        if not out.deltas:
-            return
-        writes, ended = [], []
-        s = self.settings
+        writes: list[tuple[int, ActiveJob, LogEntry]] = []
         now = time.monotonic()
         for request_id, delta in out.deltas.items():
             active = self.feed.jobs.get(request_id)
-            if active is None or active.lost:
+            if active is None:
+                continue
+            final = delta.finish_reason is not None
+            if active.lost:  # another worker writes it: only free the slot at its end
+                if final:
+                    self.feed.finished(request_id)
                 continue
             active.timing.record(self.metrics, delta, now)
             active.usage.completion_tokens += len(delta.token_ids)
-            final = delta.finish_reason is not None
             entry = LogEntry(delta, final_parameters(active.usage, delta) if final else {})
-            writes.append((request_id, active, entry, event_id(active.next_index)))
+            writes.append((request_id, active, entry))
+        if not writes:
+            return
+        results, retried = self._write(writes)
+        for (request_id, active, entry), result in zip(writes, results, strict=True):
             active.next_index += 1
-            if final:
-                ended.append((request_id, active))
-        first = True
+            taken = isinstance(result, ResponseError) and not retried
+            if result == 0 or taken:  # another owner, or a front end ended it (timeout)
+                self.feed.lose(request_id, ack=taken)
+            elif entry.final:
+                self.feed.finished(request_id)
+
+    def _write(self, writes: list[tuple[int, ActiveJob, LogEntry]]) -> tuple[list, bool]:
+        """The scripts' results (1 written, 0 not the owner, ResponseError: the index was
+        taken) and whether Redis had to be retried (then a taken index is our own write)."""
+        s = self.settings
+        retention = max(1, int(s.resume_retention_s))
+        lifetime = int(s.request_timeout_s + s.redis_lease_s + s.resume_retention_s) + 1
+        retried = False
         while True:
             try:
-                results = self._write(writes, ended, s)
-                break
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for _, active, entry in writes:
+                        stream = active.job.stream_id
+                        keys = self.keys
+                        fields = [x for pair in entry_fields(entry).items() for x in pair]
+                        args: list[Any] = [self.feed.consumer, event_id(active.next_index)]
+                        args += [s.resume_max_events, int(entry.final), retention, GROUP]
+                        args += [active.message_id, lifetime, *fields]
+                        self._write_event(
+                            keys=[keys.owner(stream), keys.events(stream), keys.meta(stream)]
+                            + [keys.jobs],
+                            args=args,
+                            client=pipe,
+                        )
+                    return pipe.execute(raise_on_error=False), retried
             except (RedisConnectionError, RedisTimeout) as err:
                 logger.warning("redis: %s; retrying the step's events", err)
-                first = False
+                retried = True
                 time.sleep(0.5)
-        for (request_id, _, _, _), result in zip(writes, results, strict=False):
-            # An id at or below the stream's last: another worker continues this job (or,
-            # on a retry, our own first attempt got through).
-            if isinstance(result, ResponseError) and first:
-                self.feed.lose(request_id)
-        for request_id, _ in ended:
-            self.feed.finished(request_id)
-
-    def _write(self, writes, ended, s: TextGenerationSettings) -> list:  # type: ignore[no-untyped-def]
-        lifetime = int(s.request_timeout_s + s.redis_lease_s + s.resume_retention_s) + 1
-        with self.redis.pipeline(transaction=False) as pipe:
-            for _, active, entry, entry_id in writes:
-                key = self.keys.events(active.job.stream_id)
-                pipe.xadd(key, entry_fields(entry), id=entry_id, maxlen=s.resume_max_events)
-            results_of_writes = len(writes)
-            for _, active, _, _ in writes:
-                if not active.written:  # a log nobody ends still goes, with its claim
-                    pipe.expire(self.keys.events(active.job.stream_id), lifetime)
-                    active.written = True
-            retention = max(1, int(s.resume_retention_s))
-            for _, active in ended:
-                pipe.expire(self.keys.events(active.job.stream_id), retention)
-                pipe.expire(self.keys.meta(active.job.stream_id), retention)
-                pipe.xack(self.keys.jobs, GROUP, active.message_id)
-                pipe.xdel(self.keys.jobs, active.message_id)
-            return pipe.execute(raise_on_error=False)[:results_of_writes]
 
 
 def run_worker(folder: Path, url: str, consumer: str, metrics_port: int | None) -> None:

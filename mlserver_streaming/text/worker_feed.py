@@ -54,8 +54,6 @@ class ActiveJob:
     timing: RequestTiming
     lost: bool = False
     """Another worker took the job over (this one was thought dead): stop writing."""
-    written: bool = False
-    """This worker wrote an event of it (the first one also bounds the log's lifetime)."""
 
 
 class JobFeed:
@@ -112,13 +110,16 @@ class JobFeed:
                 self._by_stream.pop(active.job.stream_id, None)
             self._room.notify_all()
 
-    def lose(self, request_id: int) -> None:
-        """Another worker owns the job now: cancel it here and write nothing more."""
+    def lose(self, request_id: int, ack: bool) -> None:
+        """Stop a job this worker may no longer write: another worker took it over (it acks
+        it) or its stream was ended meanwhile (a front end's timeout: `ack` it here)."""
         active = self.jobs.get(request_id)
         if active is not None and not active.lost:
             logger.warning("job of stream %r was taken over; dropping it", active.job.stream_id)
             active.lost = True
             self._commands.put(Cancel(request_id))
+            if ack:
+                self._ack(active.message_id)
 
     def stop(self) -> None:
         """Stop reading and hand this worker's jobs back at once: their lease is marked run
@@ -215,7 +216,11 @@ class JobFeed:
             self._take(message_id, job)
 
     def _take(self, message_id: bytes, job: Job) -> None:
-        """Start a job, continuing from any events its stream has (a reclaimed job)."""
+        """Start a job, continuing from any events its stream has (a reclaimed job). Owner
+        first, log second: a paused worker's event is either in the log read here or
+        refused."""
+        ttl = int(self.timeout_s + self.lease_s) + 1
+        self.redis.set(self.keys.owner(job.stream_id), self.consumer, ex=ttl)
         events: Any = self.redis.xrange(self.keys.events(job.stream_id))
         logged = [entry_from_fields(fields) for _, fields in events]
         replay = [token for entry in logged for token in entry.delta.token_ids]

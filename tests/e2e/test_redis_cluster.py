@@ -123,8 +123,12 @@ async def test_workers_expose_the_generation_metrics(cluster):
     assert totals["time_to_first_token_seconds_count"] >= 1
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.parametrize(
+    "how", [signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP], ids=["sigkill", "sigterm", "paused"]
+)
 async def test_a_dying_workers_streams_continue_on_another_with_the_same_text(cluster, how):
+    # SIGSTOP: a worker paused past its lease loses its jobs to another, and when it wakes
+    # its writes are refused (each event index is written once): still no duplicate.
     count, head = 8, 4
     reference = await asyncio.gather(
         *(sse_all(cluster.a.http_url, seeded(i)) for i in range(count))
@@ -139,15 +143,29 @@ async def test_a_dying_workers_streams_continue_on_another_with_the_same_text(cl
     busy = {name: n for name, n in owners(cluster.redis.url).items() if n}
     assert busy, f"the streams ended before a worker could be stopped: {heads}"
     victim = next(i for i, worker in enumerate(cluster.workers) if worker.name in busy)
-    os.killpg(cluster.workers[victim].proc.pid, how)
-    cluster.workers[victim].proc.wait(timeout=30)
+    worker = cluster.workers[victim]
+    os.killpg(worker.proc.pid, how)
+    if how != signal.SIGSTOP:
+        worker.proc.wait(timeout=30)
     killed_at = time.monotonic()
     # The rest of each stream, from its last event seen, on the other front end.
     tails = await asyncio.gather(
         *(sse_all(cluster.b.http_url, resume(sid, head - 1)) for sid in ids)
     )
     continued_in = time.monotonic() - killed_at
-    cluster.restart_worker(victim)
+    if how == signal.SIGSTOP:
+        os.killpg(worker.proc.pid, signal.SIGCONT)
+        log = cluster.logs / f"worker-{worker.name}.log"
+        deadline = time.monotonic() + 20
+        while "taken over" not in log.read_text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert "taken over" in log.read_text()
+        again = await asyncio.gather(*(sse_all(cluster.b.http_url, resume(sid)) for sid in ids))
+        assert [e["outputs"] for t in again for e in t] == [
+            e["outputs"] for h, t in zip(heads, tails, strict=True) for e in h + t
+        ]
+    else:
+        cluster.restart_worker(victim)
     for before, after, whole in zip(heads, tails, reference, strict=True):
         joined = before + after
         assert indexes(joined) == list(range(len(joined)))  # no duplicate, no gap
