@@ -147,6 +147,8 @@ class Publisher:
                         )
                     return pipe.execute(raise_on_error=False), retried
             except (RedisConnectionError, RedisTimeout) as err:
+                if not self.live:  # stopping while Redis is away: the jobs stay pending
+                    return [None] * len(writes), True
                 logger.warning("redis: %s; retrying the step's events", err)
                 retried = True
                 time.sleep(0.5)
