@@ -93,6 +93,7 @@ bench: $(TEST_STAMP)
 	cd benchmarks && ../$(BIN)/python bench_text.py
 	cd benchmarks && ../$(BIN)/python load_text.py --transformers --requests 4
 	cd benchmarks && ../$(BIN)/python bench_classifier.py
+	cd benchmarks && ../$(BIN)/python bench_redis.py --quick
 
 ## models: rebuild every artifact in model-repo from local data
 models: $(TEST_STAMP)

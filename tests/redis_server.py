@@ -47,9 +47,10 @@ class RedisServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             while True:
-                with contextlib.suppress(redis.ConnectionError):
-                    if client.ping():
-                        return
+                if self.proc.poll() is None:  # ours, not another server that took the port
+                    with contextlib.suppress(redis.ConnectionError):
+                        if client.info("server")["process_id"] == self.proc.pid:
+                            return
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start:\n{log_path.read_text()}")
                 time.sleep(0.05)
