@@ -24,11 +24,14 @@ from .engine_client import RequestRecord
 from .generation import Delta
 from .redis_codec import GROUP, REDIS_URL_ENV, Job, RedisKeys, StreamMeta, model_keys
 from .redis_log import RedisEventLog, RedisStreamLog, unavailable
+from .redis_tail import RedisTailer
 from .request import TextRequest
 from .settings import TextGenerationSettings
 
 logger = logging.getLogger(__name__)
 
+TAIL_BLOCK_MS = 1000
+"""How long the shared XREAD blocks (a new reader wakes it at once)."""
 CONTROL_MAXLEN = 10_000
 """Cancels kept in the control stream (workers read only new ones)."""
 
@@ -45,7 +48,8 @@ class RedisBackend:
         self.redis = redis
         self.keys = keys
         self.settings = settings
-        self.log = RedisEventLog(redis, keys, settings.redis_lease_s)
+        self.tailer = RedisTailer(redis, TAIL_BLOCK_MS)
+        self.log = RedisEventLog(self.tailer, keys, settings.redis_lease_s)
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -69,7 +73,7 @@ class RedisBackend:
         except RedisError as err:
             raise unavailable(err) from err
         return RedisStreamLog(
-            self.redis, self.keys, stream_id, meta, grace_s=self.settings.redis_lease_s
+            self.tailer, self.keys, stream_id, meta, grace_s=self.settings.redis_lease_s
         )
 
     async def submit(self, request: TextRequest) -> RequestRecord:
@@ -95,6 +99,7 @@ class RedisBackend:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tailer.stop()
         await self.redis.aclose()
 
     async def _check_capacity(self) -> None:

@@ -1,19 +1,20 @@
 """Stream logs in Redis: one Redis Stream per text stream, read by any front end.
 
 The `EventLog` of Redis mode. Workers write the entries (`worker.py`); a front end reads
-them with blocking XREADs from the entry after the client's last event, so any front end
-serves any resume. While it waits it also watches the stream's deadline: past it (plus a
-lease, the time a live worker takes to end it itself) the reader writes the final
+them from the entry after the client's last event (through `redis_tail.py`'s one shared
+XREAD), so any front end serves any resume. While it waits it also watches the stream's
+deadline: past it (plus a lease, the time a live worker takes to end it itself) the
+reader writes the final
 `timeout` entry, so a stream whose worker died with no one to reclaim it still ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from ..errors import RedisUnavailable, StreamNotFound
@@ -27,9 +28,7 @@ from .redis_codec import (
     event_index,
     timeout_entry,
 )
-
-READ_BATCH = 256
-"""Entries one XREAD returns at most (a reader that fell behind catches up in batches)."""
+from .redis_tail import RedisTailer
 
 
 def unavailable(err: RedisError) -> RedisUnavailable:
@@ -42,7 +41,7 @@ class RedisStreamLog:
 
     def __init__(
         self,
-        redis: Redis,
+        tailer: RedisTailer,
         keys: RedisKeys,
         stream_id: str,
         meta: StreamMeta,
@@ -50,15 +49,16 @@ class RedisStreamLog:
         ended: bool = False,
         grace_s: float = 10.0,
     ) -> None:
-        self.redis = redis
+        self.tailer = tailer
+        self.redis = tailer.redis
         self.keys = keys
         self.stream_id = stream_id
         self.meta = meta
         self.length = length
         self.ended = ended
         self.grace_s = grace_s
-        self.poll_ms = max(100, int(grace_s * 250))
-        """How long one XREAD blocks before the deadline is looked at again."""
+        self.poll_s = max(0.1, grace_s / 4)
+        """How long a reader waits for an entry before it looks at the deadline again."""
 
     @property
     def logprobs(self) -> int | None:
@@ -86,31 +86,33 @@ class RedisStreamLog:
 
     async def _tail(self, after: int) -> AsyncIterator[tuple[int, LogEntry]]:
         index = after + 1
-        key = self.keys.events(self.stream_id)
-        while True:
-            try:
-                reply: Any = await self.redis.xread(
-                    {key: event_id(index - 1)}, count=READ_BATCH, block=self.poll_ms
-                )
-            except RedisError as err:
-                raise unavailable(err) from err
-            if not reply:
-                if time.time() > self.meta.deadline + self.grace_s:
-                    await self._time_out()
-                continue
-            for raw_id, fields in reply[0][1]:
-                if event_index(raw_id) != index:
-                    raise StreamNotFound(
-                        f"events {index}..{event_index(raw_id) - 1} of stream "
-                        f"{self.stream_id!r} are no longer kept (resume_max_events); "
-                        f"got starting_after={after}."
-                    )
-                entry = entry_from_fields(fields)
-                self.length, self.ended = index + 1, entry.final
-                yield index, entry
-                if entry.final:
-                    return
-                index += 1
+        sub = await self.tailer.subscribe(self.keys.events(self.stream_id), event_id(after))
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.poll_s):
+                        got = await sub.queue.get()
+                except TimeoutError:
+                    if time.time() > self.meta.deadline + self.grace_s:
+                        await self._time_out()
+                    continue
+                if isinstance(got, RedisError):
+                    raise unavailable(got)
+                for raw_id, fields in got:
+                    if event_index(raw_id) != index:
+                        raise StreamNotFound(
+                            f"events {index}..{event_index(raw_id) - 1} of stream "
+                            f"{self.stream_id!r} are no longer kept (resume_max_events); "
+                            f"got starting_after={after}."
+                        )
+                    entry = entry_from_fields(fields)
+                    self.length, self.ended = index + 1, entry.final
+                    yield index, entry
+                    if entry.final:
+                        return
+                    index += 1
+        finally:
+            self.tailer.unsubscribe(sub)
 
     async def _time_out(self) -> None:
         """End a stream past its deadline that no worker ended (usage counted from the log)."""
@@ -129,8 +131,9 @@ class RedisStreamLog:
 class RedisEventLog:
     """The stream logs of one model in Redis (`EventLog`)."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, grace_s: float) -> None:
-        self.redis = redis
+    def __init__(self, tailer: RedisTailer, keys: RedisKeys, grace_s: float) -> None:
+        self.tailer = tailer
+        self.redis = tailer.redis
         self.keys = keys
         self.grace_s = grace_s
 
@@ -151,6 +154,5 @@ class RedisEventLog:
         length, ended = 0, False
         if last:
             length, ended = event_index(last[0][0]) + 1, entry_from_fields(last[0][1]).final
-        return RedisStreamLog(
-            self.redis, self.keys, stream_id, StreamMeta.decode(raw), length, ended, self.grace_s
-        )
+        meta = StreamMeta.decode(raw)
+        return RedisStreamLog(self.tailer, self.keys, stream_id, meta, length, ended, self.grace_s)
