@@ -120,9 +120,8 @@ class RedisTailer:
         streams = {key: _earliest(s.last_id for s in subs) for key, subs in self._subs.items()}
         self._reading = streams
         try:
-            reply: Any = await connection.xread(
-                dict(streams), count=READ_BATCH, block=self.block_ms
-            )
+            wanted: Any = streams  # redis-py's key type is a union no str dict matches
+            reply: Any = await connection.xread(wanted, count=READ_BATCH, block=self.block_ms)
         finally:
             self._reading = {}
         for raw_key, entries in reply or ():
