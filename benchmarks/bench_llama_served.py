@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -365,20 +365,27 @@ def paired(rows: list[dict], num: tuple, den: tuple, field_: str) -> list[float]
     return out
 
 
-def ratio_lines(rows: list[dict], default_threads: int) -> list[str]:
-    """The issue's targets: per-repeat ratios and their median, per model, weights, streams."""
+def ratio_lines(
+    rows: list[dict],
+    default_threads: int,
+    servers: Sequence[str] = ("ours-llama", "ours-numpy"),
+    against: str = "llama-server",
+) -> list[str]:
+    """The issue's targets: per-repeat ratios of `servers` to `against` and their median,
+    per model, weights, streams."""
     lines = []
     combos = sorted({(r["model"], r["weights"]) for r in rows})
     for model, weights in combos:
-        den = (model, weights, "llama-server", default_threads)
-        for server in ("ours-llama", "ours-numpy"):
+        den_threads = default_threads if against == "llama-server" else "default"
+        den = (model, weights, against, den_threads)
+        for server in servers:
             num = (model, weights, server, "default")
             for field_ in ("tokens_per_s", "ttft_p50_ms"):
                 per = paired(rows, num, den, field_)
                 for n in sorted({n for n, _ in per}):
                     values = [v for m, v in per if m == n]
                     lines.append(
-                        f"{model} {weights}: {server} / llama-server {field_} at {n} streams: "
+                        f"{model} {weights}: {server} / {against} {field_} at {n} streams: "
                         f"median {median(values):.2f}x (repeats: "
                         + ", ".join(f"{v:.2f}" for v in values)
                         + ")"

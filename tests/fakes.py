@@ -58,3 +58,28 @@ class FakeEngine:
         seq = self.tokens[slot]
         seed = (sum(seq) * 1_000_003 + len(seq)) % (2**32)
         return np.random.default_rng(seed).standard_normal(self.vocab_size).astype(np.float32)
+
+
+class CachingFakeEngine(FakeEngine):
+    """A FakeEngine whose released slots keep their tokens: `allocate_cached` gives the free
+    slot sharing the longest prefix with a new sequence (never all of it), as LlamaCppEngine."""
+
+    def __init__(self, vocab_size: int, max_slots: int) -> None:
+        super().__init__(vocab_size, max_slots)
+        self.cached: dict[int, list[int]] = {}
+
+    def release(self, slot: int) -> None:
+        self.cached[slot] = self.tokens[slot]
+        super().release(slot)
+
+    def allocate_cached(self, token_ids: Sequence[int]) -> tuple[int, int]:
+        def common(slot: int) -> int:
+            held = self.cached.get(slot, [])[: len(token_ids) - 1]
+            pairs = zip(held, token_ids[: len(held)], strict=True)
+            return next((i for i, (a, b) in enumerate(pairs) if a != b), len(held))
+
+        slot = max(self.free, key=common)
+        kept = common(slot)
+        self.free.remove(slot)
+        self.tokens[slot] = list(token_ids[:kept])
+        return slot, kept

@@ -48,12 +48,25 @@ def prompt_ids(engine: LlamaCppEngine, text: str = PROMPT) -> list[int]:
 def greedy(engine: LlamaCppEngine | GPT2Engine, ids: list[int], n: int) -> list[int]:
     slot = engine.allocate()
     try:
-        out = [int(np.argmax(engine.prefill_many([slot], [ids])[0]))]
-        while len(out) < n:
-            out.append(int(np.argmax(engine.decode([slot], [out[-1]])[0])))
-        return out
+        return greedy_in(engine, slot, ids, n)
     finally:
         engine.release(slot)
+
+
+def cached_greedy(engine: LlamaCppEngine, ids: list[int], n: int) -> tuple[int, list[int]]:
+    """How many of `ids` the slot allocate_cached gave already held, and the greedy ids."""
+    slot, kept = engine.allocate_cached(ids)
+    try:
+        return kept, greedy_in(engine, slot, ids[kept:], n)
+    finally:
+        engine.release(slot)
+
+
+def greedy_in(engine: LlamaCppEngine | GPT2Engine, slot: int, ids: list[int], n: int) -> list[int]:
+    out = [int(np.argmax(engine.prefill_many([slot], [ids])[0]))]
+    while len(out) < n:
+        out.append(int(np.argmax(engine.decode([slot], [out[-1]])[0])))
+    return out
 
 
 @needs_gguf
@@ -142,6 +155,35 @@ def test_released_slot_is_as_good_as_new(f16: LlamaCppEngine) -> None:
     assert f16.allocate() == slot  # the lowest free slot comes back
     f16.release(slot)
     assert greedy(f16, ids, 6) == fresh
+
+
+@needs_gguf
+def test_a_released_prompt_is_reused_with_the_same_greedy_ids(f16: LlamaCppEngine) -> None:
+    engine = LlamaCppEngine.from_gguf(F16, max_slots=3, threads=1)
+    ids, other = prompt_ids(f16), prompt_ids(f16, "KING:\nNo, not a word of it")
+    fresh = greedy(f16, ids, 16)
+    assert cached_greedy(engine, ids, 16) == (0, fresh)  # nothing cached yet
+    assert cached_greedy(engine, other, 4)[0] == 0  # shares only BOS: takes another slot
+    assert cached_greedy(engine, ids, 16) == (len(ids) - 1, fresh)  # all but the last token
+    # A follow-up that holds the earlier answer (a chat's next turn) reuses that too.
+    assert cached_greedy(engine, ids + fresh[:5], 8) == (len(ids) + 4, fresh[5:13])
+    assert cached_greedy(engine, ids[:7] + other[-3:], 1)[0] == 7  # diverges: cut at 7
+    assert engine.length(engine.allocate()) == 0  # allocate() never reuses
+
+
+@needs_gguf
+def test_without_the_prefix_cache_a_released_slot_keeps_nothing() -> None:
+    engine = LlamaCppEngine.from_gguf(F16, max_slots=2, threads=1, prefix_cache=False)
+    ids = prompt_ids(engine)
+    first = cached_greedy(engine, ids, 8)
+    assert first[0] == 0 and cached_greedy(engine, ids, 8) == first
+
+
+def test_tiny_llama_reuses_a_prefix_at_its_positions(tiny_llama: LlamaCppEngine) -> None:
+    ids = [tiny_llama.bos_token_id, *tiny_llama.tokenizer.encode("hello the world of ab")]
+    fresh = greedy(tiny_llama, ids, 6)
+    assert cached_greedy(tiny_llama, ids, 6)[1] == fresh
+    assert cached_greedy(tiny_llama, ids, 6) == (len(ids) - 1, fresh)  # RoPE'd keys reused
 
 
 @needs_gguf
@@ -317,3 +359,36 @@ def test_a_seeded_text_alone_and_beside_31_others(path: Path) -> None:
     assert all(len(t) == 24 for t in alone.values())
     # Measured on these seeds (the batch is the same every run): f16 [2], Q8_0 [4, 6].
     assert len(differ) <= (1 if path == F16 else 2), differ
+
+
+@needs_gguf
+def test_served_greedy_text_is_the_same_with_and_without_the_prefix_cache() -> None:
+    """Four waves of four requests through our scheduler, prompts repeating and growing (a
+    chat's turns): the cache skips most prompt tokens and changes no greedy id."""
+    from mlserver_streaming.text.generation import Generation
+    from mlserver_streaming.text.params import GenerationParams
+    from mlserver_streaming.text.scheduler import Scheduler, SequenceRequest
+
+    runs = []
+    for cache in (False, True):
+        engine = LlamaCppEngine.from_gguf(F16, max_slots=4, threads=1, prefix_cache=cache)
+        scheduler = Scheduler(engine, max_running=4, prefill_chunk_tokens=64)
+        texts: dict[int, list[int]] = {}
+        prefilled = 0
+        for wave in range(4):
+            for i, name in enumerate(("ROMEO", "JULIET", "KING LEAR", "HAMLET")):
+                ids = prompt_ids(engine, f"{name}:\n" + "O, speak again! " * wave)
+                params = GenerationParams(max_tokens=12, temperature=0.0)
+                generation = Generation(ids, params, engine.tokenizer, None)
+                scheduler.submit(SequenceRequest(wave * 4 + i, generation, deadline=1e12))
+                texts[wave * 4 + i] = []
+            while scheduler.running or scheduler.waiting:
+                out = scheduler.step()
+                prefilled += out.prompt_tokens
+                for rid, delta in out.deltas.items():
+                    texts[rid] += delta.token_ids
+        runs.append((texts, prefilled))
+        engine.close()
+    (plain, plain_prefilled), (cached, cached_prefilled) = runs
+    assert cached == plain and all(len(t) == 12 for t in plain.values())
+    assert cached_prefilled < plain_prefilled / 2, (cached_prefilled, plain_prefilled)

@@ -13,7 +13,7 @@ from mlserver_streaming.text.params import GenerationParams
 from mlserver_streaming.text.scheduler import Scheduler, SequenceRequest
 from mlserver_streaming.text.step_output import StepOutput
 
-from .fakes import FakeEngine
+from .fakes import CachingFakeEngine, FakeEngine
 
 TOKENIZER = Path(__file__).parents[1] / "model-repo" / "shakespeare" / "tokenizer.json"
 
@@ -272,6 +272,43 @@ def test_step_output_counts_prefilled_tokens_admissions_and_sequences(tokenizer)
     out = step(scheduler, parts.append)
     assert sum(p.prompt_tokens for p in [*parts, out]) == 2
     assert not any(p.admitted for p in [*parts, out])
+
+
+def test_a_cached_prefix_is_not_prefilled_again_and_the_text_is_the_same(tokenizer):
+    runs = {}
+    for engine in (FakeEngine(4096, max_slots=2), CachingFakeEngine(4096, max_slots=2)):
+        scheduler = make_scheduler(engine)
+        first, first_deltas = make_request(tokenizer, prompt_len=6, max_tokens=5)
+        scheduler.submit(first)
+        run_until_done(scheduler)
+        again, again_deltas = make_request(tokenizer, prompt_len=6, max_tokens=5)
+        longer, longer_deltas = make_request(tokenizer, prompt_len=9, max_tokens=5)
+        scheduler.submit(again)
+        scheduler.submit(longer)
+        parts: list[StepOutput] = []
+        parts.append(step(scheduler, parts.append))
+        run_until_done(scheduler)
+        runs[type(engine)] = [text_of(d) for d in (first_deltas, again_deltas, longer_deltas)]
+        prefilled = [n for _, n in engine.prefill_calls[1:]], sum(p.prompt_tokens for p in parts)
+    # With the cache `again` prefills only its last token (whose logits are needed), and
+    # `longer` (the same 6 tokens, then 3 more) goes whole into the other slot.
+    assert runs[FakeEngine] == runs[CachingFakeEngine]
+    assert prefilled == ([1, 9], 10)
+
+
+def test_a_replayed_generation_reuses_the_cache_of_its_prompt_and_tokens(tokenizer):
+    engine = CachingFakeEngine(4096, max_slots=1)
+    scheduler = make_scheduler(engine)
+    first, first_deltas = make_request(tokenizer, max_tokens=8)
+    scheduler.submit(first)
+    run_until_done(scheduler)
+    _, sent = text_of(first_deltas)
+    resumed, resumed_deltas = make_request(tokenizer, max_tokens=8)
+    resumed.generation.replay(sent[:5])
+    scheduler.submit(resumed)
+    run_until_done(scheduler)
+    assert engine.prefill_calls[-1] == (0, 1)  # prompt and 4 replayed tokens were cached
+    assert text_of(resumed_deltas)[1] == sent[5:]
 
 
 def test_end_ends_running_and_waiting_requests(tokenizer):

@@ -3,13 +3,13 @@
 The scheduler's Engine seam on llama-cpp-python's low-level (ctypes) API: every call is one
 ``llama_decode`` over a single batch holding each slot's new tokens at its own positions
 (sequence id = slot), logits are read through a numpy view of llama.cpp's output buffer, and
-``release`` drops a slot's cells from the KV cache. The KV cache is unified (one buffer for
-all sequences), so any mix of slots and chunk lengths runs as one physical batch.
+a released slot keeps its cells as a prefix cache (``allocate_cached``). The KV cache is
+unified (one buffer for all sequences), so any mix of slots and chunk lengths runs as one
+physical batch.
 """
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,9 @@ import numpy as np
 from ..errors import InvalidSettings
 from .gguf_vocab import GGUFVocab
 from .kv_cache import NoFreeSlotError, SequenceTooLongError, SlotError, check_prefill
+from .llama_batch import NumpyBatch
 from .llama_lib import check_gguf, default_threads, llama_errors, llama_lib, load_error
+from .prefix_cache import SlotPrefixes
 
 DEFAULT_BATCH_TOKENS = 512
 
@@ -38,6 +40,7 @@ class LlamaCppEngine:
         threads: int,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         unified_kv: bool = True,
+        prefix_cache: bool = True,
     ) -> None:
         self._lib, self._model, self._ctx, self.path = lib, model, None, path
         self.max_slots, self.context_length, self.threads = max_slots, context_per_slot, threads
@@ -68,7 +71,8 @@ class LlamaCppEngine:
         self.chat_template = vocab.chat_template
         self._lengths = np.zeros(max_slots, dtype=np.intp)
         self._in_use = np.zeros(max_slots, dtype=bool)
-        self._batch, self._arrays = self._make_batch(batch_tokens)
+        self._prefixes = SlotPrefixes(max_slots, context_per_slot) if prefix_cache else None
+        self._batch = NumpyBatch(lib, batch_tokens)
 
     @classmethod
     def from_gguf(
@@ -80,10 +84,12 @@ class LlamaCppEngine:
         threads: int | None = None,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         unified_kv: bool = True,
+        prefix_cache: bool = True,
     ) -> LlamaCppEngine:
         """Load a GGUF file; ``context_per_slot`` defaults to the model's training context
         (``n_ctx_train``) and may not exceed it; ``threads`` defaults to the usable cores
-        but one (see ``default_threads``)."""
+        but one (see ``default_threads``); ``prefix_cache`` False clears a slot's KV at
+        release."""
         path = Path(path)
         check_gguf(path)
         if max_slots < 1:
@@ -108,36 +114,9 @@ class LlamaCppEngine:
         if threads < 1:
             lib.llama_model_free(model)
             raise InvalidSettings(f"threads must be >= 1, got {threads}.")
-        return cls(lib, model, path, max_slots, context, threads, batch_tokens, unified_kv)
-
-    def _make_batch(self, n: int) -> tuple[Any, dict[str, np.ndarray]]:
-        """A llama_batch over numpy arrays we own (not llama_batch_init's mallocs), so a step
-        fills it with a few vector writes instead of a ctypes write per token and field. One
-        sequence id per token: ``seq_id[i]`` points at ``seq[i]``."""
-        lib = self._lib
-        arrays: dict[str, np.ndarray] = {
-            "token": np.zeros(n, dtype=np.int32),
-            "pos": np.zeros(n, dtype=np.int32),
-            "n_seq_id": np.ones(n, dtype=np.int32),
-            "seq": np.zeros(n, dtype=np.int32),
-            "logits": np.zeros(n, dtype=np.int8),
-        }
-        seq_ptr = ctypes.POINTER(lib.llama_seq_id)
-        base = arrays["seq"].ctypes.data
-        seq_ids = (seq_ptr * n)(*(ctypes.cast(base + 4 * i, seq_ptr) for i in range(n)))
-        self._seq_ids = seq_ids  # the batch points into it: it lives as long as we do
-
-        def ptr(name: str, ctype: Any) -> Any:
-            return arrays[name].ctypes.data_as(ctypes.POINTER(ctype))
-
-        batch = lib.llama_batch()
-        batch.token = ptr("token", lib.llama_token)
-        batch.embd = None
-        batch.pos = ptr("pos", lib.llama_pos)
-        batch.n_seq_id = ptr("n_seq_id", ctypes.c_int32)
-        batch.seq_id = ctypes.cast(seq_ids, ctypes.POINTER(seq_ptr))
-        batch.logits = ptr("logits", ctypes.c_int8)
-        return batch, arrays
+        return cls(
+            lib, model, path, max_slots, context, threads, batch_tokens, unified_kv, prefix_cache
+        )
 
     def close(self) -> None:
         """Free the context and the model (also done when the engine is collected)."""
@@ -153,20 +132,52 @@ class LlamaCppEngine:
 
     def allocate(self) -> int:
         """Claim the lowest free slot (length 0); raises NoFreeSlotError when all are taken."""
+        slot = int(self._free()[0])
+        self._claim(slot, 0)
+        return slot
+
+    def allocate_cached(self, token_ids: Sequence[int]) -> tuple[int, int]:
+        """Claim the free slot whose cached KV begins like ``token_ids`` for the longest
+        run (else the least recently released); returns it and how many leading tokens it
+        keeps, never all of them (the caller needs the last one's logits)."""
+        free = self._free()
+        if self._prefixes is None:
+            slot, kept = int(free[0]), 0
+        else:
+            slot, kept = self._prefixes.choose(free, self._lengths, token_ids)
+        return slot, self._claim(slot, kept)
+
+    def _free(self) -> np.ndarray:
         free = np.flatnonzero(~self._in_use)
         if free.size == 0:
             raise NoFreeSlotError(
                 f"all {self.max_slots} sequences are in use; release one before allocating."
             )
-        slot = int(free[0])
-        self._in_use[slot], self._lengths[slot] = True, 0
-        return slot
+        return free
+
+    def _claim(self, slot: int, kept: int) -> int:
+        """Mark ``slot`` in use, its KV cut to the first ``kept`` positions, or emptied where
+        a cut would not leave those (a recurrent state cannot be cut; sliding-window layers
+        may have dropped the prefix's first cells); returns the positions kept."""
+        lib, memory = self._lib, self._memory
+        if self._lengths[slot] > kept:
+            cut = kept > 0 and lib.llama_memory_seq_rm(memory, slot, kept, -1)
+            if not (cut and lib.llama_memory_seq_pos_min(memory, slot) == 0):
+                lib.llama_memory_seq_rm(memory, slot, -1, -1)
+                kept = 0
+        self._in_use[slot], self._lengths[slot] = True, kept
+        return kept
 
     def release(self, slot: int) -> None:
-        """Give a slot back; its KV cells are removed from llama.cpp's cache at once."""
+        """Give a slot back; its KV cells stay, for a later prompt with the same prefix (or,
+        without the prefix cache, are removed from llama.cpp's cache at once)."""
         self._check([slot], [0])
-        self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-        self._in_use[slot], self._lengths[slot] = False, 0
+        self._in_use[slot] = False
+        if self._prefixes is not None:
+            self._prefixes.released(slot)
+        else:
+            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            self._lengths[slot] = 0
 
     def length(self, slot: int) -> int:
         """Tokens cached in ``slot`` (the position the next token will take)."""
@@ -222,6 +233,8 @@ class LlamaCppEngine:
         slot_of = np.repeat(np.asarray(slots, dtype=np.int32), counts)
         starts = np.repeat(self._lengths[list(slots)] - np.cumsum([0, *counts[:-1]]), counts)
         pos = (starts + np.arange(flat.size)).astype(np.int32)
+        if self._prefixes is not None:
+            self._prefixes.write(slot_of, pos, flat)
         last = np.cumsum(counts) - 1  # each slot's last token in `flat`
         wants = np.zeros(flat.size, dtype=np.int8)
         wants[last] = 1
@@ -249,11 +262,8 @@ class LlamaCppEngine:
         wants: np.ndarray,
         slots: Sequence[int],
     ) -> int:
-        n = tokens.size
-        a = self._arrays
-        a["token"][:n], a["pos"][:n], a["seq"][:n], a["logits"][:n] = tokens, pos, seq, wants
-        self._batch.n_tokens = n
-        status = self._lib.llama_decode(self._ctx, self._batch)
+        batch = self._batch.fill(tokens, pos, seq, wants)
+        status = self._lib.llama_decode(self._ctx, batch)
         if status != 0:
             for slot in slots:  # drop whatever part of this step reached the cache
                 self._lib.llama_memory_seq_rm(self._memory, slot, int(self._lengths[slot]), -1)

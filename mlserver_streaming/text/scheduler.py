@@ -46,6 +46,12 @@ class Engine(Protocol):
     ) -> np.ndarray: ...
 
 
+AllocateCached = Callable[[Sequence[int]], tuple[int, int]]
+"""An engine's optional `allocate_cached(token_ids)` (LlamaCppEngine: free slots keep their
+KV): claim a slot for a sequence beginning with `token_ids`; returns the slot and how many of
+those tokens (never all) it holds already, which admission then skips."""
+
+
 @dataclass(eq=False)
 class SequenceRequest:
     """A request as the scheduler tracks it, with its sampling state."""
@@ -93,6 +99,7 @@ class Scheduler:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.auto_stream_step = auto_stream_step
         self.clock = clock
+        self._allocate_cached: AllocateCached | None = getattr(engine, "allocate_cached", None)
         self._waiting: deque[SequenceRequest] = deque()
         self._running: list[SequenceRequest] = []
         self._by_id: dict[int, SequenceRequest] = {}
@@ -156,11 +163,17 @@ class Scheduler:
         admitted: list[SequenceRequest] = []
         while self._waiting and len(self._running) < self.max_running and self.engine.free_slots():
             request = self._waiting.popleft()
-            request.slot = self.engine.allocate()
+            request.slot, request.prefilled = self._allocate(request.generation.prefill_ids)
             self._running.append(request)
             admitted.append(request)
             out.admitted[request.request_id] = self.clock() - request.arrival
         return admitted
+
+    def _allocate(self, token_ids: list[int]) -> tuple[int, int]:
+        """A slot for the sequence and how many of its leading tokens that slot holds."""
+        if self._allocate_cached is not None:
+            return self._allocate_cached(token_ids)
+        return self.engine.allocate(), 0
 
     def _prefill(self, candidates: list[SequenceRequest], out: StepOutput) -> None:
         """Prefill the next chunks of the candidates' prompts in one forward; sample the

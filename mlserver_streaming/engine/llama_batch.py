@@ -1,0 +1,45 @@
+"""A llama_batch over numpy arrays we own (not llama_batch_init's mallocs), so a step fills it
+with a few vector writes instead of a ctypes write per token and field."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import numpy as np
+
+
+class NumpyBatch:
+    """Room for ``n`` tokens, one sequence id each (``seq_id[i]`` points at ``seq[i]``)."""
+
+    def __init__(self, lib: Any, n: int) -> None:
+        self.arrays: dict[str, np.ndarray] = {
+            "token": np.zeros(n, dtype=np.int32),
+            "pos": np.zeros(n, dtype=np.int32),
+            "n_seq_id": np.ones(n, dtype=np.int32),
+            "seq": np.zeros(n, dtype=np.int32),
+            "logits": np.zeros(n, dtype=np.int8),
+        }
+        seq_ptr = ctypes.POINTER(lib.llama_seq_id)
+        base = self.arrays["seq"].ctypes.data
+        # The batch points into these: they live as long as we do.
+        self._seq_ids = (seq_ptr * n)(*(ctypes.cast(base + 4 * i, seq_ptr) for i in range(n)))
+
+        def ptr(name: str, ctype: Any) -> Any:
+            return self.arrays[name].ctypes.data_as(ctypes.POINTER(ctype))
+
+        self.batch = batch = lib.llama_batch()
+        batch.token = ptr("token", lib.llama_token)
+        batch.embd = None
+        batch.pos = ptr("pos", lib.llama_pos)
+        batch.n_seq_id = ptr("n_seq_id", ctypes.c_int32)
+        batch.seq_id = ctypes.cast(self._seq_ids, ctypes.POINTER(seq_ptr))
+        batch.logits = ptr("logits", ctypes.c_int8)
+
+    def fill(self, tokens: np.ndarray, pos: np.ndarray, seq: np.ndarray, wants: np.ndarray) -> Any:
+        """The llama_batch holding these tokens at these positions of these sequences, with
+        logits for the tokens where ``wants`` is 1."""
+        n, a = tokens.size, self.arrays
+        a["token"][:n], a["pos"][:n], a["seq"][:n], a["logits"][:n] = tokens, pos, seq, wants
+        self.batch.n_tokens = n
+        return self.batch
