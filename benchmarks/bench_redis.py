@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import redis
 import uvloop
-from common import child_pids, cpu_seconds, median, percentile, write_results
+from common import child_pids, cpu_seconds, median, percentile, table, write_results
 from httpx_sse import aconnect_sse
 from load_text import PROMPTS, medians, run_level
 
@@ -338,13 +338,6 @@ async def kills(args, root: Path) -> list[dict]:
         finally:
             rc.close()
     return out
-
-
-def table(cols: list[str], rows: list[dict]) -> str:
-    """A markdown table of `cols` of `rows`."""
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 THROUGHPUT_COLS = [

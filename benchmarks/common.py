@@ -75,6 +75,13 @@ def machine() -> dict[str, object]:
     }
 
 
+def table(cols: list[str], rows: list[dict]) -> str:
+    """A markdown table of `cols` of `rows` (missing values blank)."""
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def write_results(name: str, results: dict[str, object]) -> Path:
     """Save a benchmark's results as JSON under benchmarks/results/."""
     RESULTS.mkdir(exist_ok=True)

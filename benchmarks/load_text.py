@@ -25,7 +25,16 @@ import grpc
 import httpx
 import mlserver.grpc.dataplane_pb2_grpc as dataplane
 import uvloop
-from common import MODEL_REPO, child_pids, cpu_seconds, median, percentile, served, write_results
+from common import (
+    MODEL_REPO,
+    child_pids,
+    cpu_seconds,
+    median,
+    percentile,
+    served,
+    table,
+    write_results,
+)
 from httpx_sse import aconnect_sse
 
 PROMPTS = [
@@ -378,13 +387,11 @@ def markdown(rows: list[dict]) -> str:
         "cpu_engine_us",
         "cpu_client_us",
     ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     shown = [
         {**r, "stream_interval": "auto" if r["stream_interval"] == 0 else r["stream_interval"]}
         for r in rows
     ]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in shown]
-    return "\n".join(lines)
+    return table(cols, shown)
 
 
 async def serve_and_load(args) -> list[dict]:

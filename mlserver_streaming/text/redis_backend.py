@@ -22,7 +22,15 @@ from ..errors import InvalidParameter, ServerAtCapacity, StreamNotFound
 from ..events import FinishReason, error_message
 from .engine_client import RequestRecord
 from .generation import Delta
-from .redis_codec import GROUP, REDIS_URL_ENV, Job, RedisKeys, StreamMeta, model_keys
+from .redis_codec import (
+    GROUP,
+    REDIS_URL_ENV,
+    Job,
+    Lifetimes,
+    RedisKeys,
+    StreamMeta,
+    model_keys,
+)
 from .redis_log import RedisEventLog, RedisStreamLog, unavailable
 from .redis_tail import RedisTailer
 from .request import TextRequest
@@ -48,6 +56,7 @@ class RedisBackend:
         self.redis = redis
         self.keys = keys
         self.settings = settings
+        self.lifetimes = Lifetimes.of(settings)
         self.tailer = RedisTailer(redis, TAIL_BLOCK_MS)
         self.log = RedisEventLog(self.tailer, keys, settings.redis_lease_s)
         self._ids = itertools.count()
@@ -124,8 +133,7 @@ class RedisBackend:
     async def _claim(self, stream_id: str, meta: StreamMeta) -> None:
         """Make the stream id ours, replacing an ended stream of that id (InvalidParameter
         while one is live). Its keys expire if nothing ever ends it."""
-        s = self.settings
-        ttl = int(s.request_timeout_s + s.redis_lease_s + s.resume_retention_s) + 1
+        ttl = self.lifetimes.stream
         meta_key = self.keys.meta(stream_id)
         if await self.redis.set(meta_key, meta.encode(), nx=True, ex=ttl):
             return
@@ -146,8 +154,7 @@ class RedisBackend:
     async def _cancel(self, stream_id: str) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                ttl = int(self.settings.request_timeout_s + self.settings.redis_lease_s) + 1
-                pipe.set(self.keys.cancelled(stream_id), 1, ex=ttl)
+                pipe.set(self.keys.cancelled(stream_id), 1, ex=self.lifetimes.job)
                 pipe.xadd(
                     self.keys.control,
                     {"cancel": stream_id},

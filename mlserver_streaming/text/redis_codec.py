@@ -19,6 +19,7 @@ from .event_log import LogEntry
 from .generation import Delta
 from .params import GenerationParams
 from .responses import Usage, final_parameters
+from .settings import TextGenerationSettings
 
 REDIS_URL_ENV = "MLSERVER_STREAMING_REDIS_URL"
 GROUP = "workers"
@@ -63,6 +64,25 @@ class RedisKeys:
     def cancelled(self, stream_id: str) -> str:
         """Set when a stream is cancelled, for a worker that claims its job later."""
         return f"{self.prefix}:{{{self.model}}}:cancelled:{stream_id}"
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long Redis keeps a stream's keys (seconds), from the model's settings: one rule
+    for front ends and workers."""
+
+    job: int
+    """A job's own keys (owner, cancelled): its deadline plus a lease."""
+    stream: int
+    """A stream's claim and log if nothing ever ends it: the job's, plus the retention."""
+    retention: int
+    """A stream's claim and log after its final event (at least 1: Redis wants > 0)."""
+
+    @classmethod
+    def of(cls, settings: TextGenerationSettings) -> Lifetimes:
+        job = int(settings.request_timeout_s + settings.redis_lease_s) + 1
+        retention = max(1, int(settings.resume_retention_s))
+        return cls(job, job + int(settings.resume_retention_s), retention)
 
 
 def model_keys(name: str, version: str | None) -> RedisKeys:

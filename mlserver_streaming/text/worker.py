@@ -31,7 +31,15 @@ from ..settings import parse_extra
 from .engine_core import EngineSpec, build_core, run_engine_loop
 from .event_log import LogEntry
 from .metrics import GenerationMetrics
-from .redis_codec import GROUP, REDIS_URL_ENV, RedisKeys, entry_fields, event_id, model_keys
+from .redis_codec import (
+    GROUP,
+    REDIS_URL_ENV,
+    Lifetimes,
+    RedisKeys,
+    entry_fields,
+    event_id,
+    model_keys,
+)
 from .responses import final_parameters
 from .settings import TextGenerationSettings
 from .step_output import StepOutput
@@ -85,6 +93,7 @@ class Publisher:
         self.keys = keys
         self.feed = feed
         self.settings = settings
+        self.lifetimes = Lifetimes.of(settings)
         self.metrics = metrics
         self.redis = redis
         self._write_event = redis.register_script(WRITE_EVENT)
@@ -125,9 +134,7 @@ class Publisher:
     def _write(self, writes: list[tuple[int, ActiveJob, LogEntry]]) -> tuple[list, bool]:
         """The scripts' results (1 written, 0 not the owner, ResponseError: the index was
         taken) and whether Redis had to be retried (then a taken index is our own write)."""
-        s = self.settings
-        retention = max(1, int(s.resume_retention_s))
-        lifetime = int(s.request_timeout_s + s.redis_lease_s + s.resume_retention_s) + 1
+        s, lifetimes = self.settings, self.lifetimes
         retried = False
         while True:
             try:
@@ -137,8 +144,8 @@ class Publisher:
                         keys = self.keys
                         fields = [x for pair in entry_fields(entry).items() for x in pair]
                         args: list[Any] = [self.feed.consumer, event_id(active.next_index)]
-                        args += [s.resume_max_events, int(entry.final), retention, GROUP]
-                        args += [active.message_id, lifetime, *fields]
+                        args += [s.resume_max_events, int(entry.final), lifetimes.retention, GROUP]
+                        args += [active.message_id, lifetimes.stream, *fields]
                         self._write_event(
                             keys=[keys.owner(stream), keys.events(stream), keys.meta(stream)]
                             + [keys.jobs],

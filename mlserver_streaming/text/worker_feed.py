@@ -28,6 +28,7 @@ from .redis_codec import (
     GROUP,
     Job,
     JobUsage,
+    Lifetimes,
     RedisKeys,
     entry_fields,
     entry_from_fields,
@@ -72,6 +73,7 @@ class JobFeed:
         self.capacity = settings.max_running
         self.lease_s = settings.redis_lease_s
         self.timeout_s = settings.request_timeout_s
+        self.owner_ttl_s = Lifetimes.of(settings).job
         self.jobs: dict[int, ActiveJob] = {}
         self._by_stream: dict[str, int] = {}
         self._ids = itertools.count()
@@ -219,8 +221,7 @@ class JobFeed:
         """Start a job, continuing from any events its stream has (a reclaimed job). Owner
         first, log second: a paused worker's event is either in the log read here or
         refused."""
-        ttl = int(self.timeout_s + self.lease_s) + 1
-        self.redis.set(self.keys.owner(job.stream_id), self.consumer, ex=ttl)
+        self.redis.set(self.keys.owner(job.stream_id), self.consumer, ex=self.owner_ttl_s)
         events: Any = self.redis.xrange(self.keys.events(job.stream_id))
         logged = [entry_from_fields(fields) for _, fields in events]
         replay = [token for entry in logged for token in entry.delta.token_ids]
