@@ -4,7 +4,8 @@
 Each ``--tree NAME=PATH`` adds a server ``NAME`` beside every ours-llama case: the same
 ``mlserver start`` with ``PYTHONPATH=PATH``, so that tree's ``mlserver_streaming`` serves
 (a ``git archive REV | tar -x -C PATH`` of another revision, or a copy of the working tree).
-Every other argument is bench_llama_served.py's; its rotation interleaves all servers, and
+``--tree-extra NAME KEY=JSON`` gives that server more ``parameters.extra`` (e.g. the same
+tree with another setting). Every other argument is bench_llama_served.py's; its rotation interleaves all servers, and
 the per-repeat rows in the results file give paired ratios between trees.
 
     mkdir -p /tmp/head && git archive HEAD | tar -x -C /tmp/head
@@ -14,6 +15,7 @@ the per-repeat rows in the results file give paired ratios between trees.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import replace
@@ -25,12 +27,18 @@ import bench_llama_served as bench  # noqa: E402
 
 def main() -> None:
     trees: dict[str, str] = {}
+    extras: dict[str, dict] = {}  # --tree-extra NAME KEY=JSON: that server's parameters.extra
     args = sys.argv[1:]
     while "--tree" in args:
         i = args.index("--tree")
         name, path = args[i + 1].split("=", 1)
         trees[name] = str(Path(path).resolve())
         del args[i : i + 2]
+    while "--tree-extra" in args:
+        i = args.index("--tree-extra")
+        key, _, value = args[i + 2].partition("=")
+        extras.setdefault(args[i + 1], {})[key] = json.loads(value)
+        del args[i : i + 3]
     cases, ours = bench.cases, bench.ours
 
     def with_trees(models: list[str], threads: list[int]) -> dict[str, list[bench.Case]]:
@@ -49,11 +57,16 @@ def main() -> None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = path
+        bench.OURS_EXTRA.clear()
+        bench.OURS_EXTRA.update(common_extra, **extras.get(case.server, {}))
         return ours(case)
+
+    common_extra: dict = {}  # bench's own --ours-extra, for every ours-llama server
 
     main_async, ratio_lines = bench.main_async, bench.ratio_lines
 
     async def main_with_trees(parsed):  # type: ignore[no-untyped-def]
+        common_extra.update(bench.OURS_EXTRA)
         if parsed.servers:  # keep the trees' servers through bench's --servers filter
             parsed.servers = [*parsed.servers, *trees]
         return await main_async(parsed)

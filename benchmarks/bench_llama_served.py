@@ -155,6 +155,15 @@ def cases(models: list[str], threads: list[int]) -> dict[str, list[Case]]:
 # ---------------------------------------------------------------------------------- servers
 
 
+OURS_EXTRA: dict = {}  # --ours-extra
+
+
+def shipped_kv_unified() -> bool:
+    """The KV layout shakespeare-gguf ships with (its model-settings.json)."""
+    shipped = json.loads((SHAKESPEARE_GGUF / "f16" / "model-settings.json").read_text())
+    return bool(shipped["parameters"]["extra"].get("kv_unified", True))
+
+
 def model_settings(case: Case, name: str) -> dict:
     """model-settings.json of the temporary repository: shakespeare's serving settings."""
     extra: dict = {
@@ -171,8 +180,10 @@ def model_settings(case: Case, name: str) -> dict:
         uri = "."
     else:
         uri = f"./{case.path.name}"
+        extra["kv_unified"] = shipped_kv_unified()
         if case.threads is not None:
             extra["threads"] = case.threads
+        extra.update(OURS_EXTRA)
     return {
         "name": name,
         "implementation": "mlserver_streaming.TextGenerator",
@@ -484,11 +495,21 @@ def main() -> None:
     parser.add_argument(
         "--name", default="bench_llama_served", help="results file: benchmarks/results/NAME.json"
     )
+    parser.add_argument(
+        "--ours-extra",
+        nargs="*",
+        default=[],
+        metavar="KEY=JSON",
+        help="more parameters.extra for ours-llama, e.g. kv_unified=true",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     globals()["LLAMA_SERVER"] = args.llama_server
     LLAMA_SERVER_ARGS.extend(args.llama_server_args.split())
+    for item in args.ours_extra:
+        key, _, value = item.partition("=")
+        OURS_EXTRA[key] = json.loads(value)
     if args.no_cache_prompt:
         LLAMA_BODY["cache_prompt"] = False
     gc.freeze()

@@ -146,6 +146,23 @@ def batched_greedy(engine: LlamaCppEngine, prompts: list[list[int]], n: int) -> 
 
 
 @needs_gguf
+def test_split_kv_gives_the_same_greedy_ids_with_gaps_between_slots(f16: LlamaCppEngine) -> None:
+    """One KV buffer per sequence: llama.cpp batches only consecutive sequence ids, so slots
+    0, 2 and 4 decode in three ubatches; the ids are those of each prompt alone."""
+    prompts = [prompt_ids(f16, t) for t in ("KING:\n", "Hark! what noise?", PROMPT)]
+    alone = [greedy(f16, ids, 8) for ids in prompts]
+    split = LlamaCppEngine.from_gguf(F16, max_slots=6, threads=1, unified_kv=False)
+    try:
+        taken = [split.allocate() for _ in range(6)]
+        for slot in (0, 2, 4):
+            split.release(slot)
+        assert batched_greedy(split, prompts, 8) == alone
+        assert taken == list(range(6))
+    finally:
+        split.close()
+
+
+@needs_gguf
 def test_released_slot_is_as_good_as_new(f16: LlamaCppEngine) -> None:
     ids = prompt_ids(f16)
     fresh = greedy(f16, ids, 6)

@@ -59,3 +59,12 @@ def test_a_folder_with_neither_says_what_it_needs(tmp_path: Path) -> None:
     (tmp_path / "model.gguf").write_bytes(b"PK\x03\x04 not a gguf")
     with pytest.raises(InvalidSettings, match=r"model\.gguf is not a GGUF file"):
         open_model_folder(tmp_path, SETTINGS, "poet")
+
+
+def test_the_engine_gets_the_folders_llama_settings() -> None:
+    settings = TextGenerationSettings(max_running=3, threads=1, kv_unified=False)
+    engine = open_model_folder(F16, settings, "poet").engine(settings)
+    try:
+        assert (engine.max_slots, engine.threads, engine.unified_kv) == (3, 1, False)
+    finally:
+        engine.close()  # type: ignore[attr-defined]

@@ -36,3 +36,12 @@ def test_a_short_match_takes_the_least_recently_released_slot() -> None:
     assert prefixes.choose(free, lengths, [0, *range(20, 31)]) == (2, 1)
     assert prefixes.choose(free, lengths, [0, 6, 8]) == (0, 2)
     assert prefixes.choose(free, lengths, [4]) == (2, 0)
+
+
+def test_compact_takes_the_lowest_free_slot_without_a_shared_prefix() -> None:
+    """Split KV: running slots kept together (llama.cpp batches consecutive ids only)."""
+    prefixes = SlotPrefixes(max_slots=4, context_length=16, compact=True)
+    lengths = held(prefixes, {3: [0, 5, 5, 5], 1: [0, 6, 6, 6], 2: [0, 7, 7, 7]})
+    free = np.array([1, 2, 3])
+    assert prefixes.choose(free, lengths, [0, *range(20, 31)]) == (1, 1)
+    assert prefixes.choose(free, lengths, [0, 7, 7, 7, 8]) == (2, 4)  # a prefix still wins

@@ -20,8 +20,12 @@ below it take the least recently released slot (llama-server's --slot-prompt-sim
 class SlotPrefixes:
     """The token ids in each of ``max_slots`` slots of ``context_length`` positions."""
 
-    def __init__(self, max_slots: int, context_length: int) -> None:
+    def __init__(self, max_slots: int, context_length: int, compact: bool = False) -> None:
         self.tokens = np.zeros((max_slots, context_length), dtype=np.int32)
+        self.compact = compact
+        """Without a shared prefix take the lowest free slot, not the least recently
+        released: llama.cpp's split KV batches only consecutive sequence ids together, so a
+        gap between running slots costs a pass over the weights."""
         self._released = np.zeros(max_slots, dtype=np.int64)  # when, in releases (LRU order)
         self._releases = 0
 
@@ -43,7 +47,7 @@ class SlotPrefixes:
         common = np.array([self._common(slot, int(lengths[slot]), ids) for slot in free])
         best = int(np.argmax(common))
         if common[best] <= SIMILARITY * ids.size:  # a shared BOS is no reason to evict
-            best = int(np.argmin(self._released[free]))
+            best = 0 if self.compact else int(np.argmin(self._released[free]))
         return int(free[best]), int(common[best])
 
     def _common(self, slot: int, length: int, ids: np.ndarray) -> int:

@@ -204,6 +204,7 @@ class GGUFFolder:
             max_slots=settings.max_running,
             context_per_slot=context,
             threads=settings.threads,
+            unified_kv=settings.kv_unified,
         )
 
     def close(self) -> None:
