@@ -5,7 +5,7 @@ GIL-bound Python; in one process they take turns. Here a `spawn`ed child (not fo
 server's process runs gRPC and uvloop threads) builds the core and runs `run_engine_loop`
 on its main thread (`engine_child.py`). Commands go down one pipe; every step output comes
 up the other as a `StepReport`, read on the event loop (`add_reader`: no thread, no extra
-GIL hand-off) and handed to the listener.
+GIL hand-off; `pipe_frames.py`: one read for all that waits) and handed to the listener.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..errors import InvalidSettings
 from .engine_child import run_engine
 from .engine_core import EngineSpec, Listener
 from .engine_messages import Command, Failed, Stop, from_wire
+from .pipe_frames import FrameReader
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ProcessDriver:
         self._listener = listener
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._frames = FrameReader(reports.fileno())
         self._loop.add_reader(reports.fileno(), self._read_reports)
 
     @classmethod
@@ -94,10 +96,15 @@ class ProcessDriver:
 
     def _read_reports(self) -> None:
         """Hand on every report waiting on the pipe; EOF means the child has exited."""
+        if self._reports.closed:
+            return
         try:
-            while not self._reports.closed and self._reports.poll():
-                self._listener.deliver(from_wire(self._reports.recv()))
-        except (EOFError, OSError):
+            reports, closed = self._frames.read()
+        except OSError:
+            reports, closed = [], True
+        for report in reports:
+            self._listener.deliver(from_wire(report))
+        if closed:
             self._on_exit()
 
     def _close(self) -> None:

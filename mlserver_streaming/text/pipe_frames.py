@@ -1,0 +1,62 @@
+"""The engine process's reports read off the pipe in one `read` per wake-up.
+
+`multiprocessing.Connection.recv` costs a `poll` and two `read`s per message (its header,
+then its body), and the loop asks `poll` once more to learn that nothing is left: four
+system calls per step at one stream. Here the pipe is non-blocking and everything waiting
+comes in one `os.read`; the frames are `Connection.send`'s own (a 4-byte big-endian length,
+or -1 then an 8-byte one, then the pickle), so the child keeps its plain `send`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from typing import Any
+
+READ_SIZE = 1 << 16
+
+
+def split_frames(buffer: bytearray) -> list[Any]:
+    """Unpickle the complete frames at the front of `buffer` and remove them from it; a
+    partial frame stays for the next read."""
+    messages, at, end = [], 0, len(buffer)
+    while end - at >= 4:
+        (size,) = struct.unpack_from("!i", buffer, at)
+        head = 4
+        if size == -1:  # Connection's header for a message of 2 GiB or more
+            if end - at < 12:
+                break
+            (size,) = struct.unpack_from("!Q", buffer, at + 4)
+            head = 12
+        if end - at - head < size:
+            break
+        messages.append(pickle.loads(bytes(buffer[at + head : at + head + size])))
+        at += head + size
+    del buffer[:at]
+    return messages
+
+
+class FrameReader:
+    """The messages a `Connection` wrote to the other end of a pipe, read without blocking."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._buffer = bytearray()
+
+    def read(self) -> tuple[list[Any], bool]:
+        """The messages complete so far, and whether the writer has closed its end."""
+        closed = False
+        while True:
+            try:
+                chunk = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            if not chunk:
+                closed = True
+                break
+            self._buffer += chunk
+            if len(chunk) < READ_SIZE:  # the pipe is empty: no read to learn it again
+                break
+        return split_frames(self._buffer), closed
