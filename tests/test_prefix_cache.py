@@ -45,3 +45,25 @@ def test_compact_takes_the_lowest_free_slot_without_a_shared_prefix() -> None:
     free = np.array([1, 2, 3])
     assert prefixes.choose(free, lengths, [0, *range(20, 31)]) == (1, 1)
     assert prefixes.choose(free, lengths, [0, 7, 7, 7, 8]) == (2, 4)  # a prefix still wins
+
+
+def test_shared_prefix_lengths_match_a_slot_by_slot_count() -> None:
+    """The vectorized count equals walking each slot's tokens until the first difference."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        prefixes = SlotPrefixes(max_slots=5, context_length=12)
+        lengths = np.zeros(5, dtype=np.intp)
+        for slot in range(5):
+            tokens = rng.integers(0, 3, rng.integers(0, 13)).tolist()
+            lengths[slot] = len(tokens)
+            prefixes.tokens[slot, : len(tokens)] = tokens
+        ids = np.asarray(rng.integers(0, 3, rng.integers(1, 13)), dtype=np.int32)
+        free = np.flatnonzero(rng.random(5) < 0.7) if rng.random() < 0.9 else np.arange(5)
+        if free.size == 0:
+            continue
+        expected = []
+        for slot in free:
+            n = max(min(int(lengths[slot]), ids.size - 1), 0)
+            differ = np.flatnonzero(prefixes.tokens[slot, :n] != ids[:n])
+            expected.append(int(differ[0]) if differ.size else n)
+        assert prefixes._common(free, lengths[free], ids).tolist() == expected

@@ -44,13 +44,19 @@ class SlotPrefixes:
         """The free slot to give ``token_ids`` and how many of its leading tokens that slot
         holds already, at most all but the last (whose logits the caller needs)."""
         ids = np.asarray(token_ids, dtype=np.int32)
-        common = np.array([self._common(slot, int(lengths[slot]), ids) for slot in free])
-        best = int(np.argmax(common))
+        common = self._common(free, lengths[free], ids)
+        best = int(np.argmax(common))  # ties: the lowest slot
         if common[best] <= SIMILARITY * ids.size:  # a shared BOS is no reason to evict
             best = 0 if self.compact else int(np.argmin(self._released[free]))
         return int(free[best]), int(common[best])
 
-    def _common(self, slot: int, length: int, ids: np.ndarray) -> int:
-        n = max(min(length, ids.size - 1), 0)
-        differ = np.flatnonzero(self.tokens[slot, :n] != ids[:n])
-        return int(differ[0]) if differ.size else n
+    def _common(self, slots: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """How many leading tokens each slot shares with ``ids``, at most its length and
+        all of ``ids`` but the last: one comparison over every slot (one by one, a step with
+        32 free slots spent ~200 us here)."""
+        n = min(max(ids.size - 1, 0), self.tokens.shape[1])
+        limit = np.minimum(lengths, n)
+        differ = self.tokens[slots, :n] != ids[:n]
+        differ |= np.arange(n) >= limit[:, None]  # past a slot's length nothing is shared
+        first = np.argmax(differ, axis=1) if n else np.zeros(len(slots), dtype=np.intp)
+        return np.where(differ.any(axis=1), first, limit) if n else first
