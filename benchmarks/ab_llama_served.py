@@ -5,8 +5,9 @@ Each ``--tree NAME=PATH`` adds a server ``NAME`` beside every ours-llama case: t
 ``mlserver start`` with ``PYTHONPATH=PATH``, so that tree's ``mlserver_streaming`` serves
 (a ``git archive REV | tar -x -C PATH`` of another revision, or a copy of the working tree).
 ``--tree-extra NAME KEY=JSON`` gives that server more ``parameters.extra`` (e.g. the same
-tree with another setting). Every other argument is bench_llama_served.py's; its rotation interleaves all servers, and
-the per-repeat rows in the results file give paired ratios between trees.
+tree with another setting). Every other argument is bench_llama_served.py's; its rotation
+interleaves all servers, and the per-repeat rows in the results file give paired ratios
+between trees.
 
     mkdir -p /tmp/head && git archive HEAD | tar -x -C /tmp/head
     .venv/bin/python benchmarks/ab_llama_served.py --tree ours-head=/tmp/head \\
