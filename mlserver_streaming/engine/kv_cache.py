@@ -118,3 +118,32 @@ def check_prefill(slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> N
             "prefill needs a list of token ids per slot, with at least one token id in each; "
             f"got {len(slots)} slots and lists of lengths {[len(t) for t in token_ids]}."
         )
+
+
+def check_slots(
+    slots: Sequence[int],
+    counts: Sequence[int] | np.ndarray,
+    in_use: np.ndarray,
+    lengths: np.ndarray,
+    context_length: int,
+) -> None:
+    """Every slot in range, allocated, distinct and with room for its `counts` new tokens
+    (vectorized: a step of 32 slots checked one by one in Python cost ~50 us)."""
+    where = np.asarray(slots, dtype=np.intp)
+    outside = (where < 0) | (where >= in_use.size)
+    if outside.any():
+        raise SlotError(f"slot must be in [0, {in_use.size}), got {where[outside][0]}.")
+    free = ~in_use[where]
+    if free.any():
+        raise SlotError(f"slot {where[free][0]} is not allocated; call allocate() first.")
+    after = lengths[where] + np.asarray(counts)
+    over = np.flatnonzero(after > context_length)
+    if over.size:
+        i = over[0]
+        raise SequenceTooLongError(
+            f"slot {where[i]} holds {lengths[where[i]]} tokens; adding "
+            f"{after[i] - lengths[where[i]]} would make {after[i]}, above "
+            f"context_length={context_length}."
+        )
+    if where.size > 1 and np.unique(where).size != where.size:
+        raise SlotError(f"slots in one batch must be distinct, got {list(slots)}.")

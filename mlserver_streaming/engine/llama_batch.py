@@ -43,3 +43,10 @@ class NumpyBatch:
         a["token"][:n], a["pos"][:n], a["seq"][:n], a["logits"][:n] = tokens, pos, seq, wants
         self.batch.n_tokens = n
         return self.batch
+
+    def fill_one(self, token: int, pos: int, seq: int) -> Any:
+        """The batch of one token, with its logits (a decode of one sequence)."""
+        a = self.arrays
+        a["token"][0], a["pos"][0], a["seq"][0], a["logits"][0] = token, pos, seq, 1
+        self.batch.n_tokens = 1
+        return self.batch

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InvalidSettings
 from .gguf_vocab import GGUFVocab
-from .kv_cache import NoFreeSlotError, SequenceTooLongError, SlotError, check_prefill
+from .kv_cache import NoFreeSlotError, check_prefill, check_slots
 from .llama_batch import NumpyBatch
 from .llama_lib import check_gguf, default_threads, llama_errors, llama_lib, load_error
 from .prefix_cache import SlotPrefixes
@@ -222,8 +222,11 @@ class LlamaCppEngine:
                 "decode needs one token id per slot and at least one slot, got "
                 f"{n} slots and {len(token_ids)} token ids."
             )
-        # forward's arithmetic with one token per slot, in a few vector ops: at a small
-        # model and one stream the Python around llama_decode is a fifth of the step.
+        # forward's arithmetic with one token per slot, in a few vector ops (one slot: in
+        # scalars): at a small model and one stream the Python around llama_decode is a
+        # fifth of the step.
+        if n == 1:
+            return self._decode_one(int(slots[0]), int(token_ids[0]))
         self._check(slots, self._ones[:n])
         self._check_ids(min(token_ids), max(token_ids))
         seq = np.asarray(slots, dtype=np.int32)
@@ -265,6 +268,20 @@ class LlamaCppEngine:
         self._lengths[list(slots)] += counts
         return out
 
+    def _decode_one(self, slot: int, token: int) -> np.ndarray:
+        if not (0 <= slot < self.max_slots and self._in_use[slot]):
+            self._check([slot], [1])  # raises the error that says which rule
+        length = int(self._lengths[slot])
+        if length >= self.context_length:
+            self._check([slot], [1])
+        self._check_ids(token, token)
+        if self._prefixes is not None:
+            self._prefixes.tokens[slot, length] = token
+        self._batch.fill_one(token, length, slot)
+        self._run([slot])
+        self._lengths[slot] = length + 1
+        return self._logits(1).copy()
+
     def _decode(
         self,
         tokens: np.ndarray,
@@ -273,15 +290,20 @@ class LlamaCppEngine:
         wants: np.ndarray,
         slots: Sequence[int],
     ) -> int:
-        batch = self._batch.fill(tokens, pos, seq, wants)
-        status = self._lib.llama_decode(self._ctx, batch)
+        self._batch.fill(tokens, pos, seq, wants)
+        self._run(slots)
+        return int(wants.sum())
+
+    def _run(self, slots: Sequence[int]) -> None:
+        """llama_decode of the filled batch; on failure the slots' cells past their
+        lengths are dropped and the error raised."""
+        status = self._lib.llama_decode(self._ctx, self._batch.batch)
         if status != 0:
             for slot in slots:  # drop whatever part of this step reached the cache
                 self._lib.llama_memory_seq_rm(self._memory, slot, int(self._lengths[slot]), -1)
             raise RuntimeError(
                 f"llama_decode failed with status {status}: {' '.join(llama_errors)}"
             )
-        return int(wants.sum())
 
     def _logits(self, rows: int) -> np.ndarray:
         """A view of llama.cpp's logits of the last call's first ``rows`` outputs; views are
@@ -302,23 +324,4 @@ class LlamaCppEngine:
             )
 
     def _check(self, slots: Sequence[int], counts: Sequence[int] | np.ndarray) -> None:
-        """Every slot in range, allocated, distinct and with room for its tokens (vectorized:
-        a step of 32 slots checked one by one in Python cost ~50 us)."""
-        where = np.asarray(slots, dtype=np.intp)
-        outside = (where < 0) | (where >= self.max_slots)
-        if outside.any():
-            raise SlotError(f"slot must be in [0, {self.max_slots}), got {where[outside][0]}.")
-        free = ~self._in_use[where]
-        if free.any():
-            raise SlotError(f"slot {where[free][0]} is not allocated; call allocate() first.")
-        after = self._lengths[where] + np.asarray(counts)
-        over = np.flatnonzero(after > self.context_length)
-        if over.size:
-            i = over[0]
-            raise SequenceTooLongError(
-                f"slot {where[i]} holds {self._lengths[where[i]]} tokens; adding "
-                f"{after[i] - self._lengths[where[i]]} would make {after[i]}, above "
-                f"context_length={self.context_length}."
-            )
-        if where.size > 1 and np.unique(where).size != where.size:
-            raise SlotError(f"slots in one batch must be distinct, got {list(slots)}.")
+        check_slots(slots, counts, self._in_use, self._lengths, self.context_length)
