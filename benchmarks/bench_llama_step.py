@@ -12,7 +12,8 @@ Two measurements on a GGUF (default: shakespeare-gguf f16), one thread, in this 
   (all consecutive, one beside other slots' cached cells, gaps between running slots).
 
     .venv/bin/python benchmarks/bench_llama_step.py
-    .venv/bin/python benchmarks/bench_llama_step.py --gguf model-repo/shakespeare-gguf/q8_0/shakespeare-q8_0.gguf
+    .venv/bin/python benchmarks/bench_llama_step.py \
+        --gguf model-repo/shakespeare-gguf/q8_0/shakespeare-q8_0.gguf
 """
 
 from __future__ import annotations
