@@ -147,3 +147,9 @@ def check_slots(
         )
     if where.size > 1 and np.unique(where).size != where.size:
         raise SlotError(f"slots in one batch must be distinct, got {list(slots)}.")
+
+
+def check_token_ids(low: int, high: int, vocab_size: int) -> None:
+    """The lowest and highest id of a batch are in the vocabulary."""
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"token ids must be in [0, {vocab_size}), got min {low} and max {high}.")

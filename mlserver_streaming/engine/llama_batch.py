@@ -50,3 +50,22 @@ class NumpyBatch:
         a["token"][0], a["pos"][0], a["seq"][0], a["logits"][0] = token, pos, seq, 1
         self.batch.n_tokens = 1
         return self.batch
+
+
+class LogitsViews:
+    """Numpy views of llama.cpp's logits buffer, kept by its address and row count:
+    ``np.ctypeslib.as_array`` builds a ctypes array type on every call."""
+
+    def __init__(self, vocab_size: int, most: int) -> None:
+        self._vocab_size, self._most = vocab_size, most
+        self._views: dict[tuple[int, int], np.ndarray] = {}
+
+    def rows(self, pointer: Any, rows: int) -> np.ndarray:
+        """The first ``rows`` rows of logits at ``pointer`` (``llama_get_logits``)."""
+        key = (ctypes.addressof(pointer.contents), rows)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= self._most:  # the buffer moved: forget the old ones
+                self._views.clear()
+            view = self._views[key] = np.ctypeslib.as_array(pointer, shape=(rows, self._vocab_size))
+        return view

@@ -10,7 +10,6 @@ physical batch.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ import numpy as np
 
 from ..errors import InvalidSettings
 from .gguf_vocab import GGUFVocab
-from .kv_cache import NoFreeSlotError, check_prefill, check_slots
-from .llama_batch import NumpyBatch
-from .llama_lib import check_gguf, default_threads, llama_errors, llama_lib, load_error
+from .kv_cache import NoFreeSlotError, check_prefill, check_slots, check_token_ids
+from .llama_batch import LogitsViews, NumpyBatch
+from .llama_lib import check_gguf, default_threads, llama_errors, load_model
 from .prefix_cache import SlotPrefixes
 
 DEFAULT_BATCH_TOKENS = 512
@@ -50,10 +49,7 @@ class LlamaCppEngine:
         params.n_ctx = max_slots * context_per_slot
         params.n_batch = params.n_ubatch = self.batch_tokens = batch_tokens
         params.n_seq_max = max_slots
-        # Unified: one KV buffer, any mix of sequences and chunk lengths in one ubatch. Split
-        # (one buffer per sequence) attends over less, but llama.cpp then batches only runs of
-        # consecutive sequence ids with equal token counts.
-        params.kv_unified = unified_kv
+        params.kv_unified = unified_kv  # the trade-off: TextGenerationSettings.kv_unified
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         llama_errors.clear()
@@ -73,12 +69,13 @@ class LlamaCppEngine:
         self.chat_template = vocab.chat_template
         self._lengths = np.zeros(max_slots, dtype=np.intp)
         self._in_use = np.zeros(max_slots, dtype=bool)
-        self._prefixes = None
-        if prefix_cache:
-            self._prefixes = SlotPrefixes(max_slots, context_per_slot, compact=not unified_kv)
+        compact = not unified_kv  # split KV batches consecutive slots only: keep them together
+        self._prefixes = (
+            SlotPrefixes(max_slots, context_per_slot, compact) if prefix_cache else None
+        )
         self._batch = NumpyBatch(lib, batch_tokens)
         self._ones = np.ones(max(max_slots, batch_tokens), dtype=np.int8)
-        self._views: dict[tuple[int, int], np.ndarray] = {}
+        self._views = LogitsViews(self.vocab_size, 4 * batch_tokens)
 
     @classmethod
     def from_gguf(
@@ -102,12 +99,7 @@ class LlamaCppEngine:
             raise InvalidSettings(f"max_slots must be >= 1, got {max_slots}.")
         if batch_tokens < 1:
             raise InvalidSettings(f"batch_tokens must be >= 1, got {batch_tokens}.")
-        lib = llama_lib()
-        params = lib.llama_model_default_params()
-        llama_errors.clear()
-        model = lib.llama_model_load_from_file(str(path).encode(), params)
-        if not model:
-            raise load_error(path)
+        lib, model = load_model(path)
         n_ctx_train = int(lib.llama_model_n_ctx_train(model))
         context = n_ctx_train if context_per_slot is None else context_per_slot
         if not 1 <= context <= n_ctx_train:
@@ -143,9 +135,8 @@ class LlamaCppEngine:
         return slot
 
     def allocate_cached(self, token_ids: Sequence[int]) -> tuple[int, int]:
-        """Claim the free slot whose cached KV begins like ``token_ids`` for the longest
-        run (else the least recently released); returns it and how many leading tokens it
-        keeps, never all of them (the caller needs the last one's logits)."""
+        """Claim the free slot the prefix cache chooses for ``token_ids`` (prefix_cache.py);
+        returns it and how many leading tokens it keeps (never all: the last needs logits)."""
         free = self._free()
         if self._prefixes is None:
             slot, kept = int(free[0]), 0
@@ -154,11 +145,8 @@ class LlamaCppEngine:
         return slot, self._claim(slot, kept)
 
     def _free(self) -> np.ndarray:
-        free = np.flatnonzero(~self._in_use)
-        if free.size == 0:
-            raise NoFreeSlotError(
-                f"all {self.max_slots} sequences are in use; release one before allocating."
-            )
+        if (free := np.flatnonzero(~self._in_use)).size == 0:
+            raise NoFreeSlotError(f"all {self.max_slots} sequences are in use; release one first.")
         return free
 
     def _claim(self, slot: int, kept: int) -> int:
@@ -210,11 +198,8 @@ class LlamaCppEngine:
         """Feed one token to each slot at its own position in one llama_decode; returns
         float32 logits [len(slots), vocab].
 
-        ``between_layers`` is not called: llama.cpp computes the whole graph inside
-        llama_decode with no point to re-enter the context between layers, and calling it
-        after the decode would only delay these slots' tokens by the newcomers' prefill,
-        which the scheduler's next step runs anyway.
-        """
+        ``between_layers`` is not called: llama_decode runs the whole graph, and calling it
+        after would only delay these tokens by a prefill the next step runs anyway."""
         del between_layers
         n = len(slots)
         if n != len(token_ids) or n == 0:
@@ -222,9 +207,8 @@ class LlamaCppEngine:
                 "decode needs one token id per slot and at least one slot, got "
                 f"{n} slots and {len(token_ids)} token ids."
             )
-        # forward's arithmetic with one token per slot, in a few vector ops (one slot: in
-        # scalars): at a small model and one stream the Python around llama_decode is a
-        # fifth of the step.
+        # forward's arithmetic in a few vector ops (one slot: in scalars): at a small model
+        # and one stream the Python around llama_decode was a fifth of the step.
         if n == 1:
             return self._decode_one(int(slots[0]), int(token_ids[0]))
         self._check(slots, self._ones[:n])
@@ -306,22 +290,10 @@ class LlamaCppEngine:
             )
 
     def _logits(self, rows: int) -> np.ndarray:
-        """A view of llama.cpp's logits of the last call's first ``rows`` outputs; views are
-        kept by buffer address (``as_array`` builds a ctypes array type each time)."""
-        pointer = self._lib.llama_get_logits(self._ctx)
-        key = (ctypes.addressof(pointer.contents), rows)
-        view = self._views.get(key)
-        if view is None:
-            if len(self._views) > 4 * self.batch_tokens:  # the buffer moved: forget old ones
-                self._views.clear()
-            view = self._views[key] = np.ctypeslib.as_array(pointer, shape=(rows, self.vocab_size))
-        return view
+        return self._views.rows(self._lib.llama_get_logits(self._ctx), rows)
 
     def _check_ids(self, low: int, high: int) -> None:
-        if low < 0 or high >= self.vocab_size:
-            raise ValueError(
-                f"token ids must be in [0, {self.vocab_size}), got min {low} and max {high}."
-            )
+        check_token_ids(low, high, self.vocab_size)
 
     def _check(self, slots: Sequence[int], counts: Sequence[int] | np.ndarray) -> None:
         check_slots(slots, counts, self._in_use, self._lengths, self.context_length)

@@ -78,6 +78,18 @@ def meta_str(lib: Any, model: Any, key: str) -> str | None:
     return buf.value.decode("utf-8", errors="replace")
 
 
+def load_model(path: Path) -> tuple[Any, Any]:
+    """The library and the weights of a GGUF file; a load error that says why if llama.cpp
+    refuses them."""
+    lib = llama_lib()
+    params = lib.llama_model_default_params()
+    llama_errors.clear()
+    model = lib.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise load_error(path)
+    return lib, model
+
+
 def load_error(path: Path) -> InvalidSettings:
     """Why llama.cpp refused ``path``, with the architecture the file declares."""
     said = " ".join(llama_errors) or "no error message"
