@@ -16,7 +16,6 @@ between trees.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import replace
@@ -28,17 +27,16 @@ import bench_llama_served as bench  # noqa: E402
 
 def main() -> None:
     trees: dict[str, str] = {}
-    extras: dict[str, dict] = {}  # --tree-extra NAME KEY=JSON: that server's parameters.extra
     args = sys.argv[1:]
     while "--tree" in args:
         i = args.index("--tree")
         name, path = args[i + 1].split("=", 1)
         trees[name] = str(Path(path).resolve())
         del args[i : i + 2]
-    while "--tree-extra" in args:
+    while "--tree-extra" in args:  # NAME KEY=JSON: that server's parameters.extra
         i = args.index("--tree-extra")
-        key, _, value = args[i + 2].partition("=")
-        extras.setdefault(args[i + 1], {})[key] = json.loads(value)
+        key, value = bench.key_json(args[i + 2])
+        bench.SERVER_EXTRA.setdefault(args[i + 1], {})[key] = value
         del args[i : i + 3]
     cases, ours = bench.cases, bench.ours
 
@@ -58,16 +56,11 @@ def main() -> None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = path
-        bench.OURS_EXTRA.clear()
-        bench.OURS_EXTRA.update(common_extra, **extras.get(case.server, {}))
         return ours(case)
-
-    common_extra: dict = {}  # bench's own --ours-extra, for every ours-llama server
 
     main_async, ratio_lines = bench.main_async, bench.ratio_lines
 
     async def main_with_trees(parsed):  # type: ignore[no-untyped-def]
-        common_extra.update(bench.OURS_EXTRA)
         if parsed.servers:  # keep the trees' servers through bench's --servers filter
             parsed.servers = [*parsed.servers, *trees]
         return await main_async(parsed)

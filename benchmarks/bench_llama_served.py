@@ -155,7 +155,14 @@ def cases(models: list[str], threads: list[int]) -> dict[str, list[Case]]:
 # ---------------------------------------------------------------------------------- servers
 
 
-OURS_EXTRA: dict = {}  # --ours-extra
+OURS_EXTRA: dict = {}  # --ours-extra: more parameters.extra for every ours-llama server
+SERVER_EXTRA: dict[str, dict] = {}  # and for one server by name (ab_llama_served's --tree-extra)
+
+
+def key_json(item: str) -> tuple[str, object]:
+    """KEY=JSON, as the command lines give parameters.extra."""
+    key, _, value = item.partition("=")
+    return key, json.loads(value)
 
 
 def shipped_kv_unified() -> bool:
@@ -184,6 +191,7 @@ def model_settings(case: Case, name: str) -> dict:
         if case.threads is not None:
             extra["threads"] = case.threads
         extra.update(OURS_EXTRA)
+        extra.update(SERVER_EXTRA.get(case.server, {}))
     return {
         "name": name,
         "implementation": "mlserver_streaming.TextGenerator",
@@ -507,9 +515,7 @@ def main() -> None:
     args = parser.parse_args()
     globals()["LLAMA_SERVER"] = args.llama_server
     LLAMA_SERVER_ARGS.extend(args.llama_server_args.split())
-    for item in args.ours_extra:
-        key, _, value = item.partition("=")
-        OURS_EXTRA[key] = json.loads(value)
+    OURS_EXTRA.update(key_json(item) for item in args.ours_extra)
     if args.no_cache_prompt:
         LLAMA_BODY["cache_prompt"] = False
     gc.freeze()

@@ -253,11 +253,10 @@ class LlamaCppEngine:
         return out
 
     def _decode_one(self, slot: int, token: int) -> np.ndarray:
-        if not (0 <= slot < self.max_slots and self._in_use[slot]):
+        ok = 0 <= slot < self.max_slots and self._in_use[slot]
+        if not ok or self._lengths[slot] >= self.context_length:
             self._check([slot], [1])  # raises the error that says which rule
         length = int(self._lengths[slot])
-        if length >= self.context_length:
-            self._check([slot], [1])
         self._check_ids(token, token)
         if self._prefixes is not None:
             self._prefixes.tokens[slot, length] = token

@@ -56,7 +56,8 @@ class SlotPrefixes:
         32 free slots spent ~200 us here)."""
         n = min(max(ids.size - 1, 0), self.tokens.shape[1])
         limit = np.minimum(lengths, n)
+        if n == 0:
+            return limit
         differ = self.tokens[slots, :n] != ids[:n]
         differ |= np.arange(n) >= limit[:, None]  # past a slot's length nothing is shared
-        first = np.argmax(differ, axis=1) if n else np.zeros(len(slots), dtype=np.intp)
-        return np.where(differ.any(axis=1), first, limit) if n else first
+        return np.where(differ.any(axis=1), np.argmax(differ, axis=1), limit)
