@@ -108,7 +108,7 @@ def convert_f32(folder: Path, out: Path) -> Path:
 
 def quantize_q8_0(source: Path, target: Path) -> Path:
     """llama.cpp's quantizer, through llama-cpp-python's low-level API (no CLI build)."""
-    from mlserver_streaming.engine.llama_cpp import llama_lib
+    from mlserver_streaming.engine.llama_lib import llama_lib
 
     lib = llama_lib()
     params = lib.llama_model_quantize_default_params()
