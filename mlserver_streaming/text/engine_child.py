@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import select
 import signal
 from multiprocessing.connection import Connection
 
 from .engine_core import EngineSpec, build_core, run_engine_loop
 from .engine_messages import Command, Failed, Ready, Stop, to_wire
+from .pipe_frames import FrameWriter
 from .step_output import StepOutput
 
 
@@ -21,13 +23,16 @@ class _PipeInbox:
 
     def __init__(self, commands: Connection) -> None:
         self._commands = commands
+        # One poll object for the process: Connection.poll builds a selector per call.
+        self._ready = select.poll()
+        self._ready.register(commands.fileno(), select.POLLIN)
 
     def receive(self, block: bool) -> list[Command]:
         commands: list[Command] = []
         try:
             if block:
                 commands.append(self._commands.recv())
-            while self._commands.poll():
+            while self._ready.poll(0):  # a command, or EOF (then recv raises)
                 commands.append(self._commands.recv())
         except (EOFError, OSError):  # the server's process is gone: nobody to serve
             commands.append(Stop())
@@ -44,10 +49,11 @@ def run_engine(spec: EngineSpec, commands: Connection, reports: Connection) -> N
         return
     gc.freeze()  # full collections walk only what the loop makes, not the loaded model
     reports.send(Ready())
+    writer = FrameWriter(reports.fileno())
 
     def publish(out: StepOutput) -> None:
         # If the server's process is gone, the inbox will say Stop.
         with contextlib.suppress(OSError):
-            reports.send(to_wire(out))
+            writer.send(to_wire(out))
 
     run_engine_loop(core, _PipeInbox(commands), publish)
