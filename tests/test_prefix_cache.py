@@ -27,6 +27,13 @@ def test_the_longest_shared_prefix_wins_but_never_the_whole_sequence() -> None:
     assert prefixes.choose(np.array([0, 2]), lengths, [1, 2, 3, 4, 7]) == (0, 3)
 
 
+def test_among_slots_sharing_the_longest_prefix_the_least_recently_released() -> None:
+    """A shared system prompt in several slots evicts the oldest of them, not the lowest."""
+    prefixes = SlotPrefixes(max_slots=3, context_length=16)
+    lengths = held(prefixes, {2: [1, 2, 3, 8], 0: [1, 2, 3, 9], 1: [1, 2, 3, 7]})
+    assert prefixes.choose(np.array([0, 1, 2]), lengths, [1, 2, 3, 4, 5]) == (2, 3)
+
+
 def test_a_short_match_takes_the_least_recently_released_slot() -> None:
     prefixes = SlotPrefixes(max_slots=3, context_length=16)
     lengths = held(prefixes, {2: [0, 5, 5, 5], 0: [0, 6, 6, 6], 1: [0, 7, 7, 7]})
@@ -38,13 +45,41 @@ def test_a_short_match_takes_the_least_recently_released_slot() -> None:
     assert prefixes.choose(free, lengths, [4]) == (2, 0)
 
 
-def test_compact_takes_the_lowest_free_slot_without_a_shared_prefix() -> None:
-    """Split KV: running slots kept together (llama.cpp batches consecutive ids only)."""
-    prefixes = SlotPrefixes(max_slots=4, context_length=16, compact=True)
+def test_compact_keeps_the_slots_in_use_consecutive_without_a_shared_prefix() -> None:
+    """Split KV: running slots kept together (llama.cpp batches consecutive ids only),
+    least recently released first among the slots that do that."""
+    prefixes = SlotPrefixes(max_slots=6, context_length=16, compact=True)
     lengths = held(prefixes, {3: [0, 5, 5, 5], 1: [0, 6, 6, 6], 2: [0, 7, 7, 7]})
-    free = np.array([1, 2, 3])
-    assert prefixes.choose(free, lengths, [0, *range(20, 31)]) == (1, 1)
-    assert prefixes.choose(free, lengths, [0, 7, 7, 7, 8]) == (2, 4)  # a prefix still wins
+    for slot in (4, 1, 5, 3, 2):  # release order: 4 is the least recently released
+        prefixes.released(slot)
+    other = [0, *range(20, 31)]  # shares only BOS with every slot
+    # slot 0 in use: its neighbour 1 (not 4, the least recently released of all)
+    assert prefixes.choose(np.array([1, 2, 3, 4, 5]), lengths, other) == (1, 1)
+    # slots 0 and 4 in use: the gaps 1-3 keep one run; 1 was released before 2 and 3
+    assert prefixes.choose(np.array([1, 2, 3, 5]), lengths, other) == (1, 1)
+    # slots 2 and 3 in use: the neighbours 1 and 4; 4 was released first
+    assert prefixes.choose(np.array([0, 1, 4, 5]), lengths, other) == (4, 0)
+    # nothing in use: the least recently released of all (0: never used), as without compact
+    assert prefixes.choose(np.arange(6), lengths, other) == (0, 0)
+    # a prefix still wins over the run
+    assert prefixes.choose(np.array([1, 2, 3, 4, 5]), lengths, [0, 7, 7, 7, 8]) == (2, 4)
+
+
+def test_one_stream_of_rotating_prompts_keeps_them_all_cached_with_compact() -> None:
+    """At one stream nothing else is in use: each prompt of a rotation finds its own
+    slot again (taking the lowest free slot every time kept only the last one)."""
+    prefixes = SlotPrefixes(max_slots=8, context_length=32, compact=True)
+    prompts = [[0, 10 + p, 11 + p, 12 + p, 13 + p, 14 + p] for p in range(0, 60, 10)]
+    lengths = np.zeros(8, dtype=np.intp)
+    kept = []
+    for turn in range(18):
+        prompt = prompts[turn % len(prompts)]
+        slot, reused = prefixes.choose(np.arange(8), lengths, prompt)
+        kept.append(reused)
+        prefixes.tokens[slot, : len(prompt)] = prompt
+        lengths[slot] = len(prompt)
+        prefixes.released(slot)
+    assert kept[len(prompts) :] == [len(prompts[0]) - 1] * (18 - len(prompts))
 
 
 def test_shared_prefix_lengths_match_a_slot_by_slot_count() -> None:

@@ -3,7 +3,7 @@ one reuses its cached keys and values instead of prefilling them again.
 
 llama-server's ``cache_prompt``, slot by slot: a new request takes the free slot whose cached
 tokens share the longest prefix with its prompt, else the least recently released one (the
-cells least likely to be asked for again).
+cells least likely to be asked for again); among equals, the least recently released too.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ class SlotPrefixes:
     def __init__(self, max_slots: int, context_length: int, compact: bool = False) -> None:
         self.tokens = np.zeros((max_slots, context_length), dtype=np.int32)
         self.compact = compact
-        """Without a shared prefix take the lowest free slot, not the least recently
-        released: llama.cpp's split KV batches only consecutive sequence ids together, so a
-        gap between running slots costs a pass over the weights."""
+        """Without a shared prefix take the least recently released slot of those that keep
+        the slots in use one run of consecutive ids (a gap in it, else a neighbour of its
+        ends): llama.cpp's split KV batches only consecutive sequence ids together, so a
+        gap between running slots costs a pass over the weights. Nothing in use: any slot."""
         self._released = np.zeros(max_slots, dtype=np.int64)  # when, in releases (LRU order)
         self._releases = 0
 
@@ -45,10 +46,27 @@ class SlotPrefixes:
         holds already, at most all but the last (whose logits the caller needs)."""
         ids = np.asarray(token_ids, dtype=np.int32)
         common = self._common(free, lengths[free], ids)
-        best = int(np.argmax(common))  # ties: the lowest slot
-        if common[best] <= SIMILARITY * ids.size:  # a shared BOS is no reason to evict
-            best = 0 if self.compact else int(np.argmin(self._released[free]))
-        return int(free[best]), int(common[best])
+        top = int(common.max())
+        # A shared BOS (or less than SIMILARITY of the prompt) is no reason to evict a slot:
+        # then any free slot will do; else one of those sharing the longest prefix.
+        pick = free if top <= max(SIMILARITY * ids.size, 1) else free[common == top]
+        if self.compact:
+            run = np.intersect1d(pick, self._keeping_a_run(free), assume_unique=True)
+            pick = run if run.size else pick  # a prefix wins over the run
+        slot = int(pick[np.argmin(self._released[pick])])  # least recently released
+        return slot, int(common[np.searchsorted(free, slot)])
+
+    def _keeping_a_run(self, free: np.ndarray) -> np.ndarray:
+        """The free slots that leave the slots in use consecutive (or closest to it): the
+        gaps inside their span, else its two neighbours; all of them when none is in use."""
+        used = np.ones(self.tokens.shape[0], dtype=bool)
+        used[free] = False
+        held = np.flatnonzero(used)
+        if held.size == 0:
+            return free
+        low, high = held[0], held[-1]
+        gaps = free[(free > low) & (free < high)]
+        return gaps if gaps.size else free[(free == low - 1) | (free == high + 1)]
 
     def _common(self, slots: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """How many leading tokens each slot shares with ``ids``, at most its length and
