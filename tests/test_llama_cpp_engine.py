@@ -206,17 +206,22 @@ def test_tiny_llama_reuses_a_prefix_at_its_positions(tiny_llama: LlamaCppEngine)
 @needs_gguf
 def test_chunked_prefill_equals_one_shot(f16: LlamaCppEngine) -> None:
     ids = prompt_ids(f16)
-    a, b = f16.allocate(), f16.allocate()
+    a, b, c = f16.allocate(), f16.allocate(), f16.allocate()
     try:
         whole = f16.prefill_many([a], [ids])[0]
         f16.prefill_many([b], [ids[:5]])
         f16.prefill_many([b], [ids[5:9]])
         last = f16.prefill_many([b], [ids[9:]])[0]
         np.testing.assert_allclose(last, whole, atol=1e-3)
-        assert f16.length(a) == f16.length(b) == len(ids)
+        # chunks of one token (a cached prompt's last) go the decode path: same numbers
+        f16.prefill_many([c], [ids[:-2]])
+        f16.prefill_many([c], [ids[-2:-1]])
+        np.testing.assert_allclose(f16.prefill_many([c], [ids[-1:]])[0], whole, atol=1e-3)
+        assert f16.length(a) == f16.length(b) == f16.length(c) == len(ids)
     finally:
         f16.release(a)
         f16.release(b)
+        f16.release(c)
 
 
 @needs_gguf

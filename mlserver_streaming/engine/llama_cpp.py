@@ -187,6 +187,8 @@ class LlamaCppEngine:
         all in one llama_decode; returns float32 logits [len(slots), vocab] of each chunk's
         last token."""
         check_prefill(slots, token_ids)
+        if all(len(chunk) == 1 for chunk in token_ids):  # a cached prompt's last token
+            return self.decode(slots, [chunk[0] for chunk in token_ids])
         return self.forward(slots, token_ids)
 
     def decode(

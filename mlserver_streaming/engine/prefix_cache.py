@@ -49,24 +49,27 @@ class SlotPrefixes:
         top = int(common.max())
         # A shared BOS (or less than SIMILARITY of the prompt) is no reason to evict a slot:
         # then any free slot will do; else one of those sharing the longest prefix.
-        pick = free if top <= max(SIMILARITY * ids.size, 1) else free[common == top]
-        if self.compact:
-            run = np.intersect1d(pick, self._keeping_a_run(free), assume_unique=True)
+        at = np.arange(free.size) if top <= max(SIMILARITY * ids.size, 1) else common == top
+        pick = free[at]
+        if self.compact and pick.size > 1 and free.size < self._released.size:
+            run = pick[self._keeps_a_run(free)[pick]]
             pick = run if run.size else pick  # a prefix wins over the run
         slot = int(pick[np.argmin(self._released[pick])])  # least recently released
         return slot, int(common[np.searchsorted(free, slot)])
 
-    def _keeping_a_run(self, free: np.ndarray) -> np.ndarray:
-        """The free slots that leave the slots in use consecutive (or closest to it): the
-        gaps inside their span, else its two neighbours; all of them when none is in use."""
-        used = np.ones(self.tokens.shape[0], dtype=bool)
+    def _keeps_a_run(self, free: np.ndarray) -> np.ndarray:
+        """Which slots (a mask over all), taken now, leave the slots in use consecutive:
+        the free ones inside their span, else the two beside it (some slot is in use)."""
+        used = np.ones(self._released.size, dtype=bool)
         used[free] = False
         held = np.flatnonzero(used)
-        if held.size == 0:
-            return free
         low, high = held[0], held[-1]
-        gaps = free[(free > low) & (free < high)]
-        return gaps if gaps.size else free[(free == low - 1) | (free == high + 1)]
+        keeps = ~used
+        keeps[:low] = keeps[high + 1 :] = False  # the gaps inside the span
+        if not keeps.any():
+            keeps[[max(low - 1, 0), min(high + 1, used.size - 1)]] = True
+            keeps &= ~used
+        return keeps
 
     def _common(self, slots: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """How many leading tokens each slot shares with ``ids``, at most its length and

@@ -53,6 +53,8 @@ def choose_batch(
     min_rows, or whose warpers this module does not batch, asks each row's own chooser.
     """
     logits = np.asarray(logits, dtype=np.float32)
+    if len(choosers) < min_rows:  # one stream: its own chooser, without the grouping
+        return [chooser(row, history) for chooser, row, history in zip(choosers, logits, histories)]
     groups: dict[WarperKey | None, list[int]] = {}
     for row, chooser in enumerate(choosers):
         groups.setdefault(warper_key(chooser), []).append(row)

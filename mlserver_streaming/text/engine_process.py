@@ -6,6 +6,8 @@ server's process runs gRPC and uvloop threads) builds the core and runs `run_eng
 on its main thread (`engine_child.py`). Commands go down one pipe; every step output comes
 up the other as a `StepReport`, read on the event loop (`add_reader`: no thread, no extra
 GIL hand-off; `pipe_frames.py`: one read for all that waits) and handed to the listener.
+Both directions write `Connection`'s frames with `FrameWriter` (one `pickle.dumps`, one
+`os.write`); the child reads its commands with `Connection.recv`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..errors import InvalidSettings
 from .engine_child import run_engine
 from .engine_core import EngineSpec, Listener
 from .engine_messages import Command, Failed, Stop, from_wire
-from .pipe_frames import FrameReader
+from .pipe_frames import FrameReader, FrameWriter
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class ProcessDriver:
     ) -> None:
         self.process = process
         self._commands = commands
+        self._writer = FrameWriter(commands.fileno())  # frames the child's recv reads
         self._reports = reports
         self._listener = listener
         self._loop = asyncio.get_running_loop()
@@ -81,7 +84,7 @@ class ProcessDriver:
         if self._commands.closed:
             return
         try:
-            self._commands.send(command)
+            self._writer.send(command)
         except OSError:  # the child is gone
             self._on_exit()
 
