@@ -54,7 +54,8 @@ def choose_batch(
     """
     logits = np.asarray(logits, dtype=np.float32)
     if len(choosers) < min_rows:  # one stream: its own chooser, without the grouping
-        return [chooser(row, history) for chooser, row, history in zip(choosers, logits, histories)]
+        each = zip(choosers, logits, histories, strict=True)
+        return [chooser(row, history) for chooser, row, history in each]
     groups: dict[WarperKey | None, list[int]] = {}
     for row, chooser in enumerate(choosers):
         groups.setdefault(warper_key(chooser), []).append(row)
