@@ -166,7 +166,8 @@ def key_json(item: str) -> tuple[str, object]:
 
 
 def shipped_kv_unified() -> bool:
-    """The KV layout shakespeare-gguf ships with (its model-settings.json)."""
+    """The KV layout shakespeare-gguf ships with (its model-settings.json). The 88M file is
+    not shipped: it runs on the setting's default (unified), as any GGUF folder would."""
     shipped = json.loads((SHAKESPEARE_GGUF / "f16" / "model-settings.json").read_text())
     return bool(shipped["parameters"]["extra"].get("kv_unified", True))
 
@@ -187,7 +188,8 @@ def model_settings(case: Case, name: str) -> dict:
         uri = "."
     else:
         uri = f"./{case.path.name}"
-        extra["kv_unified"] = shipped_kv_unified()
+        if case.model == "shakespeare":
+            extra["kv_unified"] = shipped_kv_unified()
         if case.threads is not None:
             extra["threads"] = case.threads
         extra.update(OURS_EXTRA)
