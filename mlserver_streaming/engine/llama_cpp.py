@@ -4,8 +4,8 @@ The scheduler's Engine seam on llama-cpp-python's low-level (ctypes) API: every 
 ``llama_decode`` over a single batch holding each slot's new tokens at its own positions
 (sequence id = slot), logits are read through a numpy view of llama.cpp's output buffer, and
 a released slot keeps its cells as a prefix cache (``allocate_cached``). The KV cache is
-unified (one buffer for all sequences), so any mix of slots and chunk lengths runs as one
-physical batch.
+unified (one buffer for all sequences: any mix of slots and chunk lengths runs as one
+physical batch) unless ``unified_kv`` is False (one buffer per sequence; see the setting).
 """
 
 from __future__ import annotations
