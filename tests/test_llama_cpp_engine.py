@@ -90,6 +90,10 @@ def test_tokenizer_matches_tokenizers_json(f16: LlamaCppEngine) -> None:
     assert f16.tokenizer.decode(ids) == text
     assert f16.tokenizer.decode([0, *ids, 0]) == text  # <|endoftext|> is skipped
     assert f16.tokenizer.decode([0], skip_special_tokens=False) == "<|endoftext|>"
+    assert f16.tokenizer.decode([0]) == ""  # the cached special and plain pieces stay apart
+    for bad in (-1, f16.vocab_size):
+        with pytest.raises(ValueError, match=rf"token id must be in \[0, {f16.vocab_size}\)"):
+            f16.tokenizer.decode([bad])
 
 
 @needs_gguf

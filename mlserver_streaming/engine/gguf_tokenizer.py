@@ -21,7 +21,7 @@ class GGUFTokenizer:
         self._vocab = vocab
         self._owner = owner  # the model that owns `vocab`: kept alive as long as we are
         self.vocab_size = int(lib.llama_vocab_n_tokens(vocab))
-        self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})  # by `special`
         self._buf = ctypes.create_string_buffer(256)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
@@ -44,13 +44,12 @@ class GGUFTokenizer:
 
     def piece(self, token_id: int, special: bool = False) -> bytes:
         """The raw bytes of one token (empty for a control token unless ``special``)."""
-        if not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id must be in [0, {self.vocab_size}), got {token_id}.")
-        key = (token_id, special)
-        piece = self._pieces.get(key)
+        pieces = self._pieces[special]
+        piece = pieces.get(token_id)
         if piece is None:
-            piece = self._render(token_id, special)
-            self._pieces[key] = piece
+            if not 0 <= token_id < self.vocab_size:
+                raise ValueError(f"token id must be in [0, {self.vocab_size}), got {token_id}.")
+            piece = pieces[token_id] = self._render(token_id, special)
         return piece
 
     def _render(self, token_id: int, special: bool) -> bytes:

@@ -52,10 +52,10 @@ def choose_batch(
     Rows are grouped by warper configuration (usually one group). A group smaller than
     min_rows, or whose warpers this module does not batch, asks each row's own chooser.
     """
-    logits = np.asarray(logits, dtype=np.float32)
     if len(choosers) < min_rows:  # one stream: its own chooser, without the grouping
         each = zip(choosers, logits, histories, strict=True)
         return [chooser(row, history) for chooser, row, history in each]
+    logits = np.asarray(logits, dtype=np.float32)
     groups: dict[WarperKey | None, list[int]] = {}
     for row, chooser in enumerate(choosers):
         groups.setdefault(warper_key(chooser), []).append(row)

@@ -181,7 +181,7 @@ class TokenChooser:
         logits = np.asarray(logits, dtype=np.float32)
         scores = logits if self.penalty is None else self.penalty(logits, history)
         if self.rng is None:
-            token = int(np.argmax(scores))  # first maximum: ties go to the lower id
+            token = int(scores.argmax())  # first maximum: ties go to the lower id
         else:
             ids = np.arange(scores.shape[0])
             for warp in self.warpers:
