@@ -49,13 +49,14 @@ class SlotPrefixes:
         top = int(common.max())
         # A shared BOS (or less than SIMILARITY of the prompt) is no reason to evict a slot:
         # then any free slot will do; else one of those sharing the longest prefix.
-        at = np.arange(free.size) if top <= max(SIMILARITY * ids.size, 1) else common == top
-        pick = free[at]
-        if self.compact and pick.size > 1 and free.size < self._released.size:
-            run = pick[self._keeps_a_run(free)[pick]]
-            pick = run if run.size else pick  # a prefix wins over the run
-        slot = int(pick[np.argmin(self._released[pick])])  # least recently released
-        return slot, int(common[np.searchsorted(free, slot)])
+        shortlist = np.flatnonzero(common == top)  # positions in `free`
+        if top <= max(SIMILARITY * ids.size, 1):
+            shortlist = np.arange(free.size)
+        if self.compact and shortlist.size > 1 and free.size < self._released.size:
+            run = shortlist[self._keeps_a_run(free)[free[shortlist]]]
+            shortlist = run if run.size else shortlist  # a prefix wins over the run
+        best = shortlist[np.argmin(self._released[free[shortlist]])]  # least recently released
+        return int(free[best]), int(common[best])
 
     def _keeps_a_run(self, free: np.ndarray) -> np.ndarray:
         """Which slots (a mask over all), taken now, leave the slots in use consecutive:
