@@ -193,6 +193,19 @@ def test_a_released_prompt_is_reused_with_the_same_greedy_ids(f16: LlamaCppEngin
 
 
 @needs_gguf
+def test_split_kv_keeps_a_rotation_of_prompts_cached_at_one_stream() -> None:
+    """Split KV's slot choice at one stream: nothing else runs, so each prompt of a rotation
+    keeps its own slot and comes back to it, with the same greedy ids as fresh."""
+    engine = LlamaCppEngine.from_gguf(F16, max_slots=4, threads=1, unified_kv=False)
+    texts = ["ROMEO:\n", "JULIET:\nO Romeo, Romeo!", "KING LEAR:\nBlow, winds,"]
+    prompts = [prompt_ids(engine, text) for text in texts]
+    first = [cached_greedy(engine, ids, 6) for ids in prompts]
+    again = [cached_greedy(engine, ids, 6) for ids in prompts]
+    assert [kept for kept, _ in again] == [len(ids) - 1 for ids in prompts]
+    assert [out for _, out in again] == [out for _, out in first]
+
+
+@needs_gguf
 def test_without_the_prefix_cache_a_released_slot_keeps_nothing() -> None:
     engine = LlamaCppEngine.from_gguf(F16, max_slots=2, threads=1, prefix_cache=False)
     ids = prompt_ids(engine)
