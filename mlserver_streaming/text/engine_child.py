@@ -1,21 +1,31 @@
 """The engine process's side: build the core, say Ready, then run the engine loop over pipes.
 
 It runs on the child's main thread; when idle it blocks on the command pipe, when busy it
-drains pending commands between steps and between a decode's layers.
+drains pending commands between steps and between a decode's layers. Step outputs are
+pickled and written by a thread of their own (`ReportThread`), in order, while the main
+thread goes on into the next step: llama.cpp's decode releases the GIL, so the write that
+wakes MLServer's process no longer sits between two decodes (one stream on shakespeare-gguf:
+~5% more tokens/s).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
+import logging
+import os
+import queue
 import select
 import signal
+import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from .engine_core import EngineSpec, build_core, run_engine_loop
 from .engine_messages import Command, Failed, Ready, Stop, to_wire
 from .pipe_frames import FrameWriter
 from .step_output import StepOutput
+
+logger = logging.getLogger(__name__)
 
 
 class _PipeInbox:
@@ -39,6 +49,45 @@ class _PipeInbox:
         return commands
 
 
+def _die(err: BaseException) -> None:
+    """A report that cannot be written ends the process, as it did when the loop wrote it:
+    the server sees the pipe close and ends every request with an error."""
+    logger.error("writing an engine report failed: %r", err)
+    os._exit(1)
+
+
+class ReportThread:
+    """Writes step outputs to the reports pipe from a thread of its own, in order."""
+
+    def __init__(self, fd: int, on_failure: Callable[[BaseException], None] = _die) -> None:
+        self._writer = FrameWriter(fd)
+        self._on_failure = on_failure
+        # Unbounded: the engine's work is bounded by its requests, and a full pipe would
+        # otherwise stall the step (and the cancels it reads) behind a slow reader.
+        self._outbox: queue.SimpleQueue[StepOutput | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="engine-reports", daemon=True)
+        self._thread.start()
+
+    def publish(self, out: StepOutput) -> None:
+        """Queue a step output for the pipe."""
+        self._outbox.put(out)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then end the thread."""
+        self._outbox.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (out := self._outbox.get()) is not None:
+            try:
+                self._writer.send(to_wire(out))
+            except OSError:  # the server's process is gone: the inbox will say Stop
+                pass
+            except BaseException as err:  # noqa: BLE001 - nobody else would see it
+                self._on_failure(err)
+                return
+
+
 def run_engine(spec: EngineSpec, commands: Connection, reports: Connection) -> None:
     """The child's entry point: start up, say Ready (or Failed), then serve commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's; it stops us
@@ -49,11 +98,8 @@ def run_engine(spec: EngineSpec, commands: Connection, reports: Connection) -> N
         return
     gc.freeze()  # full collections walk only what the loop makes, not the loaded model
     reports.send(Ready())
-    writer = FrameWriter(reports.fileno())
-
-    def publish(out: StepOutput) -> None:
-        # If the server's process is gone, the inbox will say Stop.
-        with contextlib.suppress(OSError):
-            writer.send(to_wire(out))
-
-    run_engine_loop(core, _PipeInbox(commands), publish)
+    writer = ReportThread(reports.fileno())
+    try:
+        run_engine_loop(core, _PipeInbox(commands), writer.publish)
+    finally:
+        writer.close()  # the last report (the cancellations of Stop) goes out first
