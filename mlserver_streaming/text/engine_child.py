@@ -5,7 +5,7 @@ drains pending commands between steps and between a decode's layers. Step output
 pickled and written by a thread of their own (`ReportThread`), in order, while the main
 thread goes on into the next step: llama.cpp's decode releases the GIL, so the write that
 wakes MLServer's process no longer sits between two decodes (one stream on shakespeare-gguf:
-~5% more tokens/s).
+3–5% more tokens/s).
 """
 
 from __future__ import annotations
