@@ -49,9 +49,10 @@ class SlotPrefixes:
         top = int(common.max())
         # A shared BOS (or less than SIMILARITY of the prompt) is no reason to evict a slot:
         # then any free slot will do; else one of those sharing the longest prefix.
-        shortlist = np.flatnonzero(common == top)  # positions in `free`
         if top <= max(SIMILARITY * ids.size, 1):
-            shortlist = np.arange(free.size)
+            shortlist = np.arange(free.size)  # positions in `free`
+        else:
+            shortlist = np.flatnonzero(common == top)
         if self.compact and shortlist.size > 1 and free.size < self._released.size:
             run = shortlist[self._keeps_a_run(free)[free[shortlist]]]
             shortlist = run if run.size else shortlist  # a prefix wins over the run
@@ -67,9 +68,10 @@ class SlotPrefixes:
         low, high = held[0], held[-1]
         keeps = ~used
         keeps[:low] = keeps[high + 1 :] = False  # the gaps inside the span
-        if not keeps.any():
-            keeps[[max(low - 1, 0), min(high + 1, used.size - 1)]] = True
-            keeps &= ~used
+        if not keeps.any():  # no gap: a neighbour of either end (free: outside the span)
+            for side in (low - 1, high + 1):
+                if 0 <= side < used.size:
+                    keeps[side] = True
         return keeps
 
     def _common(self, slots: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
