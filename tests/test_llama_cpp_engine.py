@@ -167,6 +167,48 @@ def test_split_kv_gives_the_same_greedy_ids_with_gaps_between_slots(f16: LlamaCp
 
 
 @needs_gguf
+def test_split_kv_pads_gaps_and_leaves_the_gap_slots_as_they_were() -> None:
+    """Split KV decodes slots 0, 2 and 5 (in that order: 5, 0, 2) as one run with pads in
+    1, 3 and 4 (seq_runs.py): the same logits as three unpadded passes, rows in the caller's
+    order, and the gap slots' cells, cached or in use, exactly as before the step."""
+    engine = LlamaCppEngine.from_gguf(F16, max_slots=6, threads=1, unified_kv=False)
+    assert 0 <= engine.max_pad <= 6  # what a pass costs in rows here, timed at load
+    engine.max_pad = 2  # pad both gaps, whatever this machine's timing said
+    try:
+        lib, memory = engine._lib, engine._memory
+        for slot in range(6):  # every slot with a prompt of its own length
+            assert engine.allocate() == slot
+            engine.prefill_many([slot], [prompt_ids(engine, "KING:\n" + "ab " * slot)])
+        for slot in (1, 4):
+            engine.release(slot)  # cached, free; 3 stays in use, not decoding
+        before = [lib.llama_memory_seq_pos_max(memory, s) for s in range(6)]
+        lengths = engine._lengths.tolist()
+        running, tokens = [5, 0, 2], [11, 12, 13]
+        padded = engine.decode(running, tokens)
+        sent = engine._batch.arrays["seq"][: engine._batch.batch.n_tokens]
+        assert sent.tolist() == [0, 1, 2, 3, 4, 5]  # one run: one ubatch, one pass
+        for slot in running:  # the same step unpadded: back to where it was, then again
+            lib.llama_memory_seq_rm(memory, slot, lengths[slot], -1)
+            engine._lengths[slot] = lengths[slot]
+        engine._pad = False
+        unpadded = engine.decode(running, tokens)
+        np.testing.assert_allclose(padded, unpadded, atol=1e-3)
+        alone = []
+        for slot, token in zip(running, tokens, strict=True):
+            lib.llama_memory_seq_rm(memory, slot, lengths[slot], -1)
+            engine._lengths[slot] = lengths[slot]
+            alone.append(engine.decode([slot], [token])[0])
+        np.testing.assert_allclose(padded, np.stack(alone), atol=1e-3)
+        after = [lib.llama_memory_seq_pos_max(memory, s) for s in range(6)]
+        assert [after[s] for s in (1, 3, 4)] == [before[s] for s in (1, 3, 4)]
+        assert [after[s] for s in running] == [before[s] + 1 for s in running]
+        ids = prompt_ids(engine, "KING:\n" + "ab " * 4)
+        assert cached_greedy(engine, ids, 4)[0] == len(ids) - 1  # slot 4's cache still whole
+    finally:
+        engine.close()
+
+
+@needs_gguf
 def test_released_slot_is_as_good_as_new(f16: LlamaCppEngine) -> None:
     ids = prompt_ids(f16)
     fresh = greedy(f16, ids, 6)
@@ -309,6 +351,13 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_context_larger_than_the_models_is_refused() -> None:
     with pytest.raises(InvalidSettings, match=r"shakespeare-f16\.gguf.*n_ctx_train=256.*got 512"):
         LlamaCppEngine.from_gguf(F16, max_slots=1, context_per_slot=512)
+
+
+@pytest.mark.parametrize("size", ["max_slots", "batch_tokens", "threads"])
+def test_a_size_below_one_is_refused_by_name(size: str) -> None:
+    sizes = {"max_slots": 2, size: 0}
+    with pytest.raises(InvalidSettings, match=rf"{size} must be >= 1, got 0"):
+        LlamaCppEngine.from_gguf(F16, **sizes)  # type: ignore[arg-type]
 
 
 def test_unknown_architecture_is_refused(tmp_path: Path) -> None:

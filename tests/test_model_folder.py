@@ -62,9 +62,9 @@ def test_a_folder_with_neither_says_what_it_needs(tmp_path: Path) -> None:
 
 
 def test_the_engine_gets_the_folders_llama_settings() -> None:
-    settings = TextGenerationSettings(max_running=3, threads=1, kv_unified=False)
+    settings = TextGenerationSettings(max_running=3, threads=1, kv_unified=True)
     engine = open_model_folder(F16, settings, "poet").engine(settings)
     try:
-        assert (engine.max_slots, engine.threads, engine.unified_kv) == (3, 1, False)
+        assert (engine.max_slots, engine.threads, engine.unified_kv) == (3, 1, True)
     finally:
         engine.close()  # type: ignore[attr-defined]

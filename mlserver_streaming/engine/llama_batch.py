@@ -4,6 +4,7 @@ with a few vector writes instead of a ctypes write per token and field."""
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,23 @@ class NumpyBatch:
         a["token"][0], a["pos"][0], a["seq"][0], a["logits"][0] = token, pos, seq, 1
         self.batch.n_tokens = 1
         return self.batch
+
+
+def chunk_layout(
+    slots: Sequence[int],
+    token_ids: Sequence[Sequence[int]],
+    counts: Sequence[int],
+    lengths: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each slot's chunk (``counts[i]`` tokens) flat, at its positions from ``lengths``:
+    tokens, positions, sequence ids, and logits wanted for each chunk's last token."""
+    flat = np.fromiter((t for chunk in token_ids for t in chunk), dtype=np.int64)
+    slot_of = np.repeat(np.asarray(slots, dtype=np.int32), counts)
+    starts = np.repeat(lengths[list(slots)] - np.cumsum([0, *counts[:-1]]), counts)
+    pos = (starts + np.arange(flat.size)).astype(np.int32)
+    wants = np.zeros(flat.size, dtype=np.int8)
+    wants[np.cumsum(counts) - 1] = 1
+    return flat, pos, slot_of, wants
 
 
 class LogitsViews:

@@ -4,8 +4,9 @@ The scheduler's Engine seam on llama-cpp-python's low-level (ctypes) API: every 
 ``llama_decode`` over a single batch holding each slot's new tokens at its own positions
 (sequence id = slot), logits are read through a numpy view of llama.cpp's output buffer, and
 a released slot keeps its cells as a prefix cache (``allocate_cached``). The KV cache is
-unified (one buffer for all sequences: any mix of slots and chunk lengths runs as one
-physical batch) unless ``unified_kv`` is False (one buffer per sequence; see the setting).
+split (one buffer per sequence: a token attends over its own cells; a decode step's short
+gaps between slots are padded to keep it one pass, seq_runs.py) unless ``unified_kv`` (one
+buffer for all: any mix of slots and chunk lengths in one pass; see the setting).
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ import numpy as np
 from ..errors import InvalidSettings
 from .gguf_vocab import GGUFVocab
 from .kv_cache import NoFreeSlotError, check_prefill, check_slots, check_token_ids
-from .llama_batch import LogitsViews, NumpyBatch
-from .llama_lib import check_gguf, default_threads, llama_errors, load_model
+from .llama_batch import LogitsViews, NumpyBatch, chunk_layout
+from .llama_lib import (
+    check_gguf,
+    check_sizes,
+    context_for,
+    default_threads,
+    llama_errors,
+    load_model,
+)
 from .prefix_cache import SlotPrefixes
+from .seq_runs import PaddedStep, pad_gaps, rows_per_pass
 
 DEFAULT_BATCH_TOKENS = 512
 
@@ -39,12 +48,15 @@ class LlamaCppEngine:
         context_per_slot: int,
         threads: int,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
-        unified_kv: bool = True,
+        unified_kv: bool = False,
         prefix_cache: bool = True,
     ) -> None:
         self._lib, self._model, self._ctx, self.path = lib, model, None, path
         self.max_slots, self.context_length, self.threads = max_slots, context_per_slot, threads
         self.unified_kv = unified_kv
+        # A pad's cell can be cut again only where the state is per cell (not recurrent).
+        stateful = lib.llama_model_is_recurrent(model) or lib.llama_model_is_hybrid(model)
+        self._pad = not unified_kv and not stateful
         params = lib.llama_context_default_params()
         params.n_ctx = max_slots * context_per_slot
         params.n_batch = params.n_ubatch = self.batch_tokens = batch_tokens
@@ -76,6 +88,8 @@ class LlamaCppEngine:
         self._batch = NumpyBatch(lib, batch_tokens)
         self._ones = np.ones(max(max_slots, batch_tokens), dtype=np.int8)
         self._views = LogitsViews(self.vocab_size, 4 * batch_tokens)
+        # Pad a gap between decoding slots when its rows cost less than a pass (seq_runs.py).
+        self.max_pad = rows_per_pass(self._scratch_decode, min(max_slots, 8)) if self._pad else 0
 
     @classmethod
     def from_gguf(
@@ -86,7 +100,7 @@ class LlamaCppEngine:
         context_per_slot: int | None = None,
         threads: int | None = None,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
-        unified_kv: bool = True,
+        unified_kv: bool = False,
         prefix_cache: bool = True,
     ) -> LlamaCppEngine:
         """Load a GGUF file; ``context_per_slot`` defaults to the model's training context
@@ -94,24 +108,11 @@ class LlamaCppEngine:
         but one (see ``default_threads``); ``prefix_cache`` False clears a slot's KV at
         release."""
         path = Path(path)
-        check_gguf(path)
-        if max_slots < 1:
-            raise InvalidSettings(f"max_slots must be >= 1, got {max_slots}.")
-        if batch_tokens < 1:
-            raise InvalidSettings(f"batch_tokens must be >= 1, got {batch_tokens}.")
-        lib, model = load_model(path)
-        n_ctx_train = int(lib.llama_model_n_ctx_train(model))
-        context = n_ctx_train if context_per_slot is None else context_per_slot
-        if not 1 <= context <= n_ctx_train:
-            lib.llama_model_free(model)
-            raise InvalidSettings(
-                f"{path}: the context per slot must be in [1, n_ctx_train={n_ctx_train}] "
-                f"(the model's training context), got {context}."
-            )
         threads = default_threads() if threads is None else threads
-        if threads < 1:
-            lib.llama_model_free(model)
-            raise InvalidSettings(f"threads must be >= 1, got {threads}.")
+        check_sizes(max_slots=max_slots, batch_tokens=batch_tokens, threads=threads)
+        check_gguf(path)
+        lib, model = load_model(path)
+        context = context_for(lib, model, path, context_per_slot)
         return cls(
             lib, model, path, max_slots, context, threads, batch_tokens, unified_kv, prefix_cache
         )
@@ -220,9 +221,33 @@ class LlamaCppEngine:
         pos = self._lengths[seq].astype(np.int32)
         if self._prefixes is not None:
             self._prefixes.write(seq, pos, tokens)
+        padded = self._pad and pad_gaps(
+            tokens, seq, self._lengths, self.context_length, self.max_pad
+        )
+        if padded:
+            return self._decode_padded(padded, seq)
         self._decode(tokens, pos, seq, self._ones[:n], slots)
         self._lengths[seq] += 1
         return self._logits(n).copy()  # the buffer is reused by the next call
+
+    def _decode_padded(self, step: PaddedStep, seq: np.ndarray) -> np.ndarray:
+        """A split-KV step as one run of sequence ids (seq_runs.py), the pads' cells cut
+        after it; logits in the caller's slot order."""
+        self._decode(step.tokens, step.pos, step.seq, step.wants, step.seq.tolist())
+        for pad in step.pads.tolist():
+            self._lib.llama_memory_seq_rm(self._memory, pad, int(self._lengths[pad]), -1)
+        self._lengths[seq] += 1
+        logits = np.empty((seq.size, self.vocab_size), dtype=np.float32)
+        logits[step.rows] = self._logits(seq.size)
+        return logits
+
+    def _scratch_decode(self, k: int) -> None:
+        """A step of one token in each of the first ``k`` slots, all empty, emptied after."""
+        zeros = np.zeros(k, dtype=np.int32)
+        self._batch.fill(zeros, zeros, np.arange(k, dtype=np.int32), self._ones[:k])
+        self._run(range(k))
+        for slot in range(k):
+            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
 
     def forward(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Any mix of prefill chunks and single decode tokens, one llama_decode per
@@ -231,16 +256,10 @@ class LlamaCppEngine:
         if not counts or min(counts) < 1:
             raise ValueError(f"forward needs at least one token per slot, got lengths {counts}.")
         self._check(slots, counts)
-        flat = np.fromiter((t for chunk in token_ids for t in chunk), dtype=np.int64)
+        flat, pos, slot_of, wants = chunk_layout(slots, token_ids, counts, self._lengths)
         self._check_ids(int(flat.min()), int(flat.max()))
-        slot_of = np.repeat(np.asarray(slots, dtype=np.int32), counts)
-        starts = np.repeat(self._lengths[list(slots)] - np.cumsum([0, *counts[:-1]]), counts)
-        pos = (starts + np.arange(flat.size)).astype(np.int32)
         if self._prefixes is not None:
             self._prefixes.write(slot_of, pos, flat)
-        last = np.cumsum(counts) - 1  # each slot's last token in `flat`
-        wants = np.zeros(flat.size, dtype=np.int8)
-        wants[last] = 1
         out = np.empty((len(slots), self.vocab_size), dtype=np.float32)
         done = 0
         for begin in range(0, flat.size, self.batch_tokens):

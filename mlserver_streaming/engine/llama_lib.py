@@ -53,6 +53,27 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
+def check_sizes(**sizes: int) -> None:
+    """Each of these engine sizes must be at least 1."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise InvalidSettings(f"{name} must be >= 1, got {value}.")
+
+
+def context_for(lib: Any, model: Any, path: Path, context_per_slot: int | None) -> int:
+    """The context per slot: the model's training context (``n_ctx_train``) unless set,
+    and never above it (the model is freed if the setting is out of range)."""
+    n_ctx_train = int(lib.llama_model_n_ctx_train(model))
+    context = n_ctx_train if context_per_slot is None else context_per_slot
+    if not 1 <= context <= n_ctx_train:
+        lib.llama_model_free(model)
+        raise InvalidSettings(
+            f"{path}: the context per slot must be in [1, n_ctx_train={n_ctx_train}] "
+            f"(the model's training context), got {context}."
+        )
+    return context
+
+
 def check_gguf(path: Path) -> None:
     """Fail with a clear message before llama.cpp sees a file that is not GGUF."""
     if not path.is_file():

@@ -85,11 +85,12 @@ class TextGenerationSettings(RuntimeSettings):
     """llama.cpp threads for a GGUF model; default: the usable cores but one (its threads
     meet at a spinning barrier after every op, so one that loses its core to MLServer's
     process stalls the rest)."""
-    kv_unified: bool = True
-    """llama.cpp: one KV buffer for every sequence (True) or one per sequence (False). Unified
-    runs any mix of sequences in one batch, but each token's attention walks the cells of
-    all of them; split attends over its own cells only, and batches runs of consecutive
-    slots with equal token counts."""
+    kv_unified: bool = False
+    """llama.cpp: one KV buffer for every sequence (True) or one per sequence (False, the
+    default). Unified runs any mix of sequences in one batch, but each token's attention
+    walks the cells of all of them (a 32-slot decode step 1.3x as long at 88M); split
+    attends over its own cells only and batches runs of consecutive slots, so the engine
+    pads short gaps between decoding slots (engine/seq_runs.py)."""
     resume_retention_s: float = Field(300.0, ge=0, le=86_400)
     """How long a stream's events are kept after its final event, for `resume` (seconds)."""
     resume_max_streams: int = Field(1024, ge=1, le=1_000_000)
