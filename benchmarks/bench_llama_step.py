@@ -9,11 +9,15 @@ Two measurements on a GGUF (default: shakespeare-gguf f16), one thread, in this 
   the VM's drift hits each alike;
 - **KV layouts**: a decode step of several slots with one KV buffer for all sequences
   (``kv_unified: true``) and one per sequence (``false``), for slot sets that favour each
-  (all consecutive, one beside other slots' cached cells, gaps between running slots).
+  (all consecutive, one beside other slots' cached cells, gaps between running slots);
+- **pass cost**: steps of 1..32 consecutive slots (split), a pass's fixed cost and a row's
+  (what ``seq_runs.rows_per_pass`` times at load), and a gapped step padded or not.
 
     .venv/bin/python benchmarks/bench_llama_step.py
     .venv/bin/python benchmarks/bench_llama_step.py \
         --gguf model-repo/shakespeare-gguf/q8_0/shakespeare-q8_0.gguf
+    .venv/bin/python benchmarks/bench_llama_step.py --blocks 12 \
+        --gguf benchmarks/.cache/gguf-88m/gpt2-88m-q8_0.gguf
 """
 
 from __future__ import annotations
@@ -121,6 +125,60 @@ def layouts(path: Path, blocks: int) -> list[dict]:
     return rows
 
 
+def pass_cost(path: Path, blocks: int) -> dict:
+    """ms per step of k consecutive slots (split KV), for k = 1..32: a pass's fixed cost and
+    a row's, the numbers behind seq_runs.rows_per_pass."""
+    engine = LlamaCppEngine.from_gguf(path, max_slots=SLOTS, threads=1, unified_kv=False)
+    rng = np.random.default_rng(0)
+    slots = [engine.allocate() for _ in range(SLOTS)]
+    engine.prefill_many(slots, [rng.integers(1, 1000, 40).tolist() for _ in slots])
+    cases = {}
+    for k in (1, 2, 4, 8, 16, 32):
+
+        def step(k: int = k) -> None:
+            engine.decode(slots[:k], [7] * k)
+            for slot in slots[:k]:  # back to 40 tokens: every block at the same context
+                engine._lib.llama_memory_seq_rm(engine._memory, slot, 40, -1)
+                engine._lengths[slot] = 40
+
+        cases[f"k={k}"] = step
+    ms = {name: round(us / 1000, 2) for name, us in alternate(cases, blocks, 5).items()}
+    row = (ms["k=32"] - ms["k=1"]) / 31
+    ms |= {"row ms": round(row, 2), "pass ms": round(ms["k=1"] - row, 2)}
+    ms["rows_per_pass (load-time)"] = engine.max_pad
+    engine.close()
+    return ms
+
+
+def padded_gaps(path: Path, blocks: int) -> dict:
+    """24 of 32 slots decoding, every fourth idle (8 one-slot gaps): unified, split with
+    its gaps padded, split without (one pass per run)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, unified, pad in (
+        ("unified", True, 0),
+        ("split, padded", False, SLOTS),
+        ("split, no pads", False, 0),
+    ):
+        engine = LlamaCppEngine.from_gguf(path, max_slots=SLOTS, threads=1, unified_kv=unified)
+        engine.max_pad = pad
+        slots = [engine.allocate() for _ in range(SLOTS)]
+        engine.prefill_many(slots, [rng.integers(1, 1000, 12).tolist() for _ in slots])
+        for slot in slots[3::4]:
+            engine.release(slot)
+        running = [s for s in slots if s % 4 != 3]
+
+        def step(engine: LlamaCppEngine = engine, running: list[int] = running) -> None:
+            engine.decode(running, [7] * len(running))
+            for slot in running:
+                engine._lib.llama_memory_seq_rm(engine._memory, slot, 12, -1)
+                engine._lengths[slot] = 12
+
+        out[f"{name} ms"] = round(alternate({"s": step}, blocks, 5)["s"] / 1000, 2)
+        engine.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, default=F16)
@@ -131,8 +189,13 @@ def main() -> None:
     rows = layouts(args.gguf, max(args.blocks // 4, 3))
     cols = ["slots decoding", "unified ms/step", "split ms/step", "split / unified"]
     print(table(cols, rows))
+    passes = pass_cost(args.gguf, max(args.blocks // 6, 3))
+    print(table(list(passes), [passes]), "(ms per step of k consecutive slots, split KV)\n")
+    gaps = padded_gaps(args.gguf, max(args.blocks // 6, 3))
+    print(table(list(gaps), [gaps]), "(24 of 32 slots decoding, 8 one-slot gaps)\n")
     name = f"bench_llama_step_{args.gguf.stem}"
-    print("wrote", write_results(name, {"gguf": str(args.gguf), "call_us": cost, "layouts": rows}))
+    results = {"gguf": str(args.gguf), "call_us": cost, "layouts": rows, "pass_cost_ms": passes}
+    print("wrote", write_results(name, results | {"padded_gaps_ms": gaps}))
 
 
 if __name__ == "__main__":
