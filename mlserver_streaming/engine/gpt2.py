@@ -11,7 +11,7 @@ import numpy as np
 from .checkpoint import GPT2Weights, load_weights
 from .config import CONFIG_FILE, GPT2Config
 from .folding import FoldedBlock, fold_block
-from .kv_cache import KVCache, check_prefill
+from .kv_cache import KVCache, check_decode, check_prefill
 
 F32 = np.float32
 # Every hot-path constant is a float32 scalar: a float64 one silently promotes whole arrays.
@@ -150,11 +150,7 @@ class GPT2Engine:
         ``between_layers`` runs after every layer but the last. It may use other slots of
         this engine (prefill a new sequence, say): the decode touches only its own.
         """
-        if len(slots) != len(token_ids) or len(slots) == 0:
-            raise ValueError(
-                "decode needs one token id per slot and at least one slot, got "
-                f"{len(slots)} slots and {len(token_ids)} token ids."
-            )
+        check_decode(slots, token_ids)
         slot_ids = np.asarray(slots, dtype=np.intp)
         tokens = np.asarray(token_ids, dtype=np.intp)[:, None]
         if np.all(slot_ids[:-1] < slot_ids[1:]):

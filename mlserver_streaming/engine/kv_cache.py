@@ -120,6 +120,15 @@ def check_prefill(slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> N
         )
 
 
+def check_decode(slots: Sequence[int], token_ids: Sequence[int]) -> None:
+    """The shape every engine's `decode` takes: one token id per slot, at least one slot."""
+    if len(slots) != len(token_ids) or not slots:
+        raise ValueError(
+            "decode needs one token id per slot and at least one slot, got "
+            f"{len(slots)} slots and {len(token_ids)} token ids."
+        )
+
+
 def check_slots(
     slots: Sequence[int],
     counts: Sequence[int] | np.ndarray,

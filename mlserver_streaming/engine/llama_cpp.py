@@ -19,16 +19,9 @@ import numpy as np
 
 from ..errors import InvalidSettings
 from .gguf_vocab import GGUFVocab
-from .kv_cache import NoFreeSlotError, check_prefill, check_slots, check_token_ids
+from .kv_cache import NoFreeSlotError, check_decode, check_prefill, check_slots, check_token_ids
 from .llama_batch import LogitsViews, NumpyBatch, chunk_layout
-from .llama_lib import (
-    check_gguf,
-    check_sizes,
-    context_for,
-    default_threads,
-    llama_errors,
-    load_model,
-)
+from .llama_lib import check_sizes, context_for, default_threads, llama_errors, load_model
 from .prefix_cache import SlotPrefixes
 from .seq_runs import PaddedStep, pad_gaps, rows_per_pass
 
@@ -88,7 +81,6 @@ class LlamaCppEngine:
         self._batch = NumpyBatch(lib, batch_tokens)
         self._ones = np.ones(max(max_slots, batch_tokens), dtype=np.int8)
         self._views = LogitsViews(self.vocab_size, 4 * batch_tokens)
-        # Pad a gap between decoding slots when its rows cost less than a pass (seq_runs.py).
         self.max_pad = rows_per_pass(self._scratch_decode, min(max_slots, 8)) if self._pad else 0
 
     @classmethod
@@ -110,7 +102,6 @@ class LlamaCppEngine:
         path = Path(path)
         threads = default_threads() if threads is None else threads
         check_sizes(max_slots=max_slots, batch_tokens=batch_tokens, threads=threads)
-        check_gguf(path)
         lib, model = load_model(path)
         context = context_for(lib, model, path, context_per_slot)
         return cls(
@@ -199,17 +190,11 @@ class LlamaCppEngine:
         between_layers: Callable[[], object] | None = None,
     ) -> np.ndarray:
         """Feed one token to each slot at its own position in one llama_decode; returns
-        float32 logits [len(slots), vocab].
-
-        ``between_layers`` is not called: llama_decode runs the whole graph, and calling it
-        after would only delay these tokens by a prefill the next step runs anyway."""
+        float32 logits [len(slots), vocab]. ``between_layers`` is not called: llama_decode
+        runs the whole graph, and after it would delay these tokens for nothing."""
         del between_layers
+        check_decode(slots, token_ids)
         n = len(slots)
-        if n != len(token_ids) or n == 0:
-            raise ValueError(
-                "decode needs one token id per slot and at least one slot, got "
-                f"{n} slots and {len(token_ids)} token ids."
-            )
         # forward's arithmetic in a few vector ops (one slot: in scalars): at a small model
         # and one stream the Python around llama_decode was a fifth of the step.
         if n == 1:
@@ -231,23 +216,19 @@ class LlamaCppEngine:
         return self._logits(n).copy()  # the buffer is reused by the next call
 
     def _decode_padded(self, step: PaddedStep, seq: np.ndarray) -> np.ndarray:
-        """A split-KV step as one run of sequence ids (seq_runs.py), the pads' cells cut
-        after it; logits in the caller's slot order."""
+        """A split-KV step as one run (seq_runs.py); logits in the caller's slot order."""
         self._decode(step.tokens, step.pos, step.seq, step.wants, step.seq.tolist())
         for pad in step.pads.tolist():
             self._lib.llama_memory_seq_rm(self._memory, pad, int(self._lengths[pad]), -1)
         self._lengths[seq] += 1
-        logits = np.empty((seq.size, self.vocab_size), dtype=np.float32)
-        logits[step.rows] = self._logits(seq.size)
-        return logits
+        return self._logits(seq.size)[np.argsort(step.rows)]  # row i is caller's rows[i]
 
     def _scratch_decode(self, k: int) -> None:
         """A step of one token in each of the first ``k`` slots, all empty, emptied after."""
         zeros = np.zeros(k, dtype=np.int32)
         self._batch.fill(zeros, zeros, np.arange(k, dtype=np.int32), self._ones[:k])
         self._run(range(k))
-        for slot in range(k):
-            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        self._lib.llama_memory_seq_rm(self._memory, -1, -1, -1)  # every sequence: at load
 
     def forward(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Any mix of prefill chunks and single decode tokens, one llama_decode per

@@ -100,8 +100,9 @@ def meta_str(lib: Any, model: Any, key: str) -> str | None:
 
 
 def load_model(path: Path) -> tuple[Any, Any]:
-    """The library and the weights of a GGUF file; a load error that says why if llama.cpp
-    refuses them."""
+    """The library and the weights of a GGUF file; a load error that says why if it is
+    not GGUF or llama.cpp refuses it."""
+    check_gguf(path)
     lib = llama_lib()
     params = lib.llama_model_default_params()
     llama_errors.clear()
