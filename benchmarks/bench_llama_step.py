@@ -52,6 +52,13 @@ def alternate(cases: dict[str, Callable[[], None]], blocks: int, per_block: int)
     return {name: round(statistics.median(t), 1) for name, t in times.items()}
 
 
+def cut(engine: LlamaCppEngine, slots: list[int], length: int) -> None:
+    """Drop the slots' cells from ``length`` on (-1: all), so a case repeats at one context."""
+    for slot in slots:
+        engine._lib.llama_memory_seq_rm(engine._memory, slot, length, -1)
+        engine._lengths[slot] = max(length, 0)
+
+
 def call_cost(path: Path, blocks: int) -> dict:
     engine = LlamaCppEngine.from_gguf(path, max_slots=SLOTS, threads=1)
     slot = engine.allocate()
@@ -62,8 +69,7 @@ def call_cost(path: Path, blocks: int) -> dict:
 
     def rewind() -> None:  # stay inside the context
         if engine._lengths[slot] > engine.context_length - 8:
-            lib.llama_memory_seq_rm(engine._memory, slot, 4, -1)
-            engine._lengths[slot] = 4
+            cut(engine, [slot], 4)
 
     def bare() -> None:
         pos = np.array([engine._lengths[slot]], np.int32)
@@ -103,8 +109,7 @@ def layouts(path: Path, blocks: int) -> list[dict]:
             for slot in range(SLOTS):  # empty every slot
                 if engine._in_use[slot]:
                     engine.release(slot)
-                engine._lib.llama_memory_seq_rm(engine._memory, slot, -1, -1)
-                engine._lengths[slot] = 0
+                cut(engine, [slot], -1)
             for slot in cached:  # prefilled, then released: the prefix cache keeps them
                 engine._claim(slot, 0)
                 engine.prefill_many([slot], [rng.integers(1, 1000, 80).tolist()])
@@ -137,9 +142,7 @@ def pass_cost(path: Path, blocks: int) -> dict:
 
         def step(k: int = k) -> None:
             engine.decode(slots[:k], [7] * k)
-            for slot in slots[:k]:  # back to 40 tokens: every block at the same context
-                engine._lib.llama_memory_seq_rm(engine._memory, slot, 40, -1)
-                engine._lengths[slot] = 40
+            cut(engine, slots[:k], 40)  # every block at the same context
 
         cases[f"k={k}"] = step
     ms = {name: round(us / 1000, 2) for name, us in alternate(cases, blocks, 5).items()}
@@ -170,9 +173,7 @@ def padded_gaps(path: Path, blocks: int) -> dict:
 
         def step(engine: LlamaCppEngine = engine, running: list[int] = running) -> None:
             engine.decode(running, [7] * len(running))
-            for slot in running:
-                engine._lib.llama_memory_seq_rm(engine._memory, slot, 12, -1)
-                engine._lengths[slot] = 12
+            cut(engine, running, 12)
 
         out[f"{name} ms"] = round(alternate({"s": step}, blocks, 5)["s"] / 1000, 2)
         engine.close()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import multiprocessing
 import select
 import threading
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+
+import pytest
 
 from mlserver_streaming.events import FinishReason
 from mlserver_streaming.text.engine_child import ReportThread
@@ -52,10 +56,20 @@ def test_outputs_arrive_in_order_and_close_writes_what_is_queued() -> None:
     reader_end.close()
 
 
-def test_a_report_that_cannot_be_written_goes_to_on_failure_and_stops_the_thread() -> None:
+@pytest.fixture
+def on_a_pipe() -> Iterator[tuple[Connection, ReportThread, list[BaseException]]]:
+    """A ReportThread writing to a pipe's end, the other end, and the failures it reported."""
     reader_end, writer_end = multiprocessing.Pipe(duplex=False)
     failures: list[BaseException] = []
-    reports = ReportThread(writer_end.fileno(), on_failure=failures.append)
+    yield reader_end, ReportThread(writer_end.fileno(), on_failure=failures.append), failures
+    writer_end.close()
+    reader_end.close()
+
+
+def test_a_report_that_cannot_be_written_goes_to_on_failure_and_stops_the_thread(
+    on_a_pipe: tuple[Connection, ReportThread, list[BaseException]],
+) -> None:
+    reader_end, reports, failures = on_a_pipe
     bad = StepOutput()
     bad.add(1, Delta(lambda: None, [1]))  # type: ignore[arg-type]  # a lambda does not pickle
     reports.publish(bad)
@@ -63,17 +77,14 @@ def test_a_report_that_cannot_be_written_goes_to_on_failure_and_stops_the_thread
     reports.close(5.0)
     assert len(failures) == 1 and "pickle" in repr(failures[0]).lower()
     assert not reader_end.poll(0.2)  # nothing after the failure was written
-    writer_end.close()
-    reader_end.close()
 
 
-def test_a_gone_reader_is_not_a_failure() -> None:
-    reader_end, writer_end = multiprocessing.Pipe(duplex=False)
-    failures: list[BaseException] = []
-    reports = ReportThread(writer_end.fileno(), on_failure=failures.append)
+def test_a_gone_reader_is_not_a_failure(
+    on_a_pipe: tuple[Connection, ReportThread, list[BaseException]],
+) -> None:
+    reader_end, reports, failures = on_a_pipe
     reader_end.close()  # the server's process exited: writes raise BrokenPipeError
     for i in range(3):
         reports.publish(step(i))
     reports.close(5.0)
     assert failures == []
-    writer_end.close()
