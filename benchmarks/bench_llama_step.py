@@ -107,7 +107,7 @@ def layouts(path: Path, blocks: int) -> list[dict]:
         row: dict = {"slots decoding": name}
         for unified, engine in engines.items():
             for slot in range(SLOTS):  # empty every slot
-                if engine._in_use[slot]:
+                if engine.seqs.in_use[slot]:
                     engine.release(slot)
                 cut(engine, [slot], -1)
             for slot in cached:  # prefilled, then released: the prefix cache keeps them

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlserver_streaming.engine.seq_runs import PAD_TOKEN, pad_gaps, rows_per_pass
+from mlserver_streaming.engine.seq_runs import (
+    MIN_IDLE_STEPS,
+    PAD_TOKEN,
+    next_move,
+    pad_gaps,
+    rows_per_pass,
+)
 
 I32 = np.int32
 
@@ -77,3 +83,34 @@ def test_rows_per_pass_is_a_pass_cost_over_a_row_cost() -> None:
         fake = FakeStep(fixed, row)
         assert rows_per_pass(fake, 8, clock=fake.clock) == expected
     assert rows_per_pass(lambda k: None, 1) == 0  # one slot: nothing to pad
+
+
+def move(decoding: list[int], in_use: list[int], idle: dict[int, int] | None = None, size: int = 8):  # type: ignore[no-untyped-def]
+    """next_move over ``size`` slots: ``in_use`` beyond the decoding ones; every free slot
+    idle for MIN_IDLE_STEPS unless ``idle`` says otherwise."""
+    used = np.zeros(size, bool)
+    used[decoding + in_use] = True
+    steps = np.full(size, MIN_IDLE_STEPS)
+    for slot, n in (idle or {}).items():
+        steps[slot] = n
+    return next_move(np.array(decoding, I32), used, steps)
+
+
+def test_a_run_needs_no_move() -> None:
+    assert move([2, 3, 4], []) is None
+    assert move([5, 3, 4], []) is None  # any order
+    assert move([6], []) is None
+
+
+def test_the_sequence_farthest_out_goes_to_the_lowest_gap_of_the_fullest_window() -> None:
+    assert move([0, 1, 3], []) == (3, 2)  # window 0-2 holds two
+    assert move([0, 5, 6, 7], []) == (0, 4)  # window 4-7: one move, not three
+    assert move([0, 2, 3], []) == (3, 1)  # ties: the first window
+    assert move([0, 3, 6], []) == (6, 1)  # the farthest out first
+
+
+def test_no_move_into_a_slot_in_use_or_freed_just_now() -> None:
+    assert move([0, 2], [1], size=3) is None  # 1 prefills: no window of two fits
+    assert move([0, 2], [1], size=4) == (0, 3)  # but 2-3 does
+    assert move([0, 2], [], idle={1: MIN_IDLE_STEPS - 1}, size=3) is None  # one may come
+    assert move([0, 2], [], idle={1: MIN_IDLE_STEPS - 1}, size=4) == (0, 3)

@@ -54,20 +54,21 @@ class NumpyBatch:
 
 
 def chunk_layout(
-    slots: Sequence[int],
+    seqs: Sequence[int] | np.ndarray,
     token_ids: Sequence[Sequence[int]],
     counts: Sequence[int],
     lengths: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each slot's chunk (``counts[i]`` tokens) flat, at its positions from ``lengths``:
+    """Each sequence's chunk (``counts[i]`` tokens) flat, at its positions from ``lengths``:
     tokens, positions, sequence ids, and logits wanted for each chunk's last token."""
     flat = np.fromiter((t for chunk in token_ids for t in chunk), dtype=np.int64)
-    slot_of = np.repeat(np.asarray(slots, dtype=np.int32), counts)
-    starts = np.repeat(lengths[list(slots)] - np.cumsum([0, *counts[:-1]]), counts)
+    seq = np.asarray(seqs, dtype=np.int32)
+    seq_of = np.repeat(seq, counts)
+    starts = np.repeat(lengths[seq] - np.cumsum([0, *counts[:-1]]), counts)
     pos = (starts + np.arange(flat.size)).astype(np.int32)
     wants = np.zeros(flat.size, dtype=np.int8)
     wants[np.cumsum(counts) - 1] = 1
-    return flat, pos, slot_of, wants
+    return flat, pos, seq_of, wants
 
 
 class LogitsViews:

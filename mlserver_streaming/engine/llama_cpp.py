@@ -5,7 +5,8 @@ The scheduler's Engine seam on llama-cpp-python's low-level (ctypes) API: every 
 (sequence id = slot), logits are read through a numpy view of llama.cpp's output buffer, and
 a released slot keeps its cells as a prefix cache (``allocate_cached``). The KV cache is
 split (one buffer per sequence: a token attends over its own cells; a decode step's short
-gaps between slots are padded to keep it one pass, seq_runs.py) unless ``unified_kv`` (one
+gaps between slots are padded to keep it one pass, seq_runs.py, and a gap that stays is
+closed by moving a slot to another sequence, llama_seqs.py) unless ``unified_kv`` (one
 buffer for all: any mix of slots and chunk lengths in one pass; see the setting).
 """
 
@@ -19,9 +20,10 @@ import numpy as np
 
 from ..errors import InvalidSettings
 from .gguf_vocab import GGUFVocab
-from .kv_cache import NoFreeSlotError, check_decode, check_prefill, check_slots, check_token_ids
+from .kv_cache import check_decode, check_prefill, check_token_ids
 from .llama_batch import LogitsViews, NumpyBatch, chunk_layout
 from .llama_lib import check_sizes, context_for, default_threads, llama_errors, load_model
+from .llama_seqs import LlamaSeqs
 from .prefix_cache import SlotPrefixes
 from .seq_runs import PaddedStep, pad_gaps, rows_per_pass
 
@@ -47,9 +49,10 @@ class LlamaCppEngine:
         self._lib, self._model, self._ctx, self.path = lib, model, None, path
         self.max_slots, self.context_length, self.threads = max_slots, context_per_slot, threads
         self.unified_kv = unified_kv
-        # A pad's cell can be cut again only where the state is per cell (not recurrent).
+        # A pad's cell can be cut again only where the state is per cell (not recurrent);
+        # the same models move sequences to close gaps.
         stateful = lib.llama_model_is_recurrent(model) or lib.llama_model_is_hybrid(model)
-        self._pad = not unified_kv and not stateful
+        self._pad = self._compact = not unified_kv and not stateful
         params = lib.llama_context_default_params()
         params.n_ctx = max_slots * context_per_slot
         params.n_batch = params.n_ubatch = self.batch_tokens = batch_tokens
@@ -66,18 +69,17 @@ class LlamaCppEngine:
                 f"{context_per_slot} tokens: {' '.join(llama_errors) or 'no error message'}"
             )
         self._ctx = ctx
-        self._memory = lib.llama_get_memory(ctx)
         self.vocab = vocab = GGUFVocab(lib, model, path, owns_model=False)
         self.tokenizer, self.vocab_size = vocab.tokenizer, vocab.tokenizer.vocab_size
         self.bos_token_id, self.eos_token_id = vocab.bos_token_id, vocab.eos_token_id
         self.add_bos, self.architecture = vocab.add_bos, vocab.architecture
         self.chat_template = vocab.chat_template
-        self._lengths = np.zeros(max_slots, dtype=np.intp)
-        self._in_use = np.zeros(max_slots, dtype=bool)
         compact = not unified_kv  # split KV batches consecutive slots only: keep them together
         self._prefixes = (
             SlotPrefixes(max_slots, context_per_slot, compact) if prefix_cache else None
         )
+        self.seqs = LlamaSeqs(lib, ctx, max_slots, context_per_slot, self._prefixes)
+        self._memory, self._lengths = self.seqs.memory, self.seqs.lengths  # by sequence
         self._batch = NumpyBatch(lib, batch_tokens)
         self._ones = np.ones(max(max_slots, batch_tokens), dtype=np.int8)
         self._views = LogitsViews(self.vocab_size, 4 * batch_tokens)
@@ -121,58 +123,35 @@ class LlamaCppEngine:
         self.close()
 
     def allocate(self) -> int:
-        """Claim the lowest free slot (length 0); raises NoFreeSlotError when all are taken."""
-        slot = int(self._free()[0])
-        self._claim(slot, 0)
-        return slot
+        """Claim the slot on the lowest free sequence (length 0); raises NoFreeSlotError
+        when all are taken."""
+        return self.seqs.claim(int(self.seqs.free()[0]), 0)
 
     def allocate_cached(self, token_ids: Sequence[int]) -> tuple[int, int]:
         """Claim the free slot the prefix cache chooses for ``token_ids`` (prefix_cache.py);
         returns it and how many leading tokens it keeps (never all: the last needs logits)."""
-        free = self._free()
+        free = self.seqs.free()
         if self._prefixes is None:
-            slot, kept = int(free[0]), 0
+            seq, kept = int(free[0]), 0
         else:
-            slot, kept = self._prefixes.choose(free, self._lengths, token_ids)
-        return slot, self._claim(slot, kept)
-
-    def _free(self) -> np.ndarray:
-        if (free := np.flatnonzero(~self._in_use)).size == 0:
-            raise NoFreeSlotError(f"all {self.max_slots} sequences are in use; release one first.")
-        return free
-
-    def _claim(self, slot: int, kept: int) -> int:
-        """Mark ``slot`` in use, its KV cut to the first ``kept`` positions, or emptied where
-        a cut would not leave those (a recurrent state cannot be cut; sliding-window layers
-        may have dropped the prefix's first cells); returns the positions kept."""
-        lib, memory = self._lib, self._memory
-        if self._lengths[slot] > kept:
-            cut = kept > 0 and lib.llama_memory_seq_rm(memory, slot, kept, -1)
-            if not (cut and lib.llama_memory_seq_pos_min(memory, slot) == 0):
-                lib.llama_memory_seq_rm(memory, slot, -1, -1)
-                kept = 0
-        self._in_use[slot], self._lengths[slot] = True, kept
-        return kept
+            seq, kept = self._prefixes.choose(free, self._lengths, token_ids)
+        slot = self.seqs.claim(seq, kept)
+        return slot, int(self._lengths[seq])
 
     def release(self, slot: int) -> None:
         """Give a slot back; its KV cells stay, for a later prompt with the same prefix (or,
         without the prefix cache, are removed from llama.cpp's cache at once)."""
         self._check([slot], [0])
-        self._in_use[slot] = False
-        if self._prefixes is not None:
-            self._prefixes.released(slot)
-        else:
-            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-            self._lengths[slot] = 0
+        self.seqs.release(slot)
 
     def length(self, slot: int) -> int:
         """Tokens cached in ``slot`` (the position the next token will take)."""
         self._check([slot], [0])
-        return int(self._lengths[slot])
+        return int(self._lengths[self.seqs.seq_of[slot]])
 
     def free_slots(self) -> int:
         """How many sequences can still be admitted."""
-        return self.max_slots - int(self._in_use.sum())
+        return self.max_slots - int(self.seqs.in_use.sum())
 
     def prefill_many(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Append each slot's chunk at its current position (repeat calls = chunked prefill),
@@ -201,7 +180,11 @@ class LlamaCppEngine:
             return self._decode_one(int(slots[0]), int(token_ids[0]))
         self._check(slots, self._ones[:n])
         self._check_ids(min(token_ids), max(token_ids))
-        seq = np.asarray(slots, dtype=np.int32)
+        seqs = self.seqs
+        seqs.steps += 1
+        seq = seqs.seq_of[slots]
+        if self._compact and seqs.compact(seq):
+            seq = seqs.seq_of[slots]  # a slot moved to another sequence
         tokens = np.asarray(token_ids, dtype=np.int32)
         pos = self._lengths[seq].astype(np.int32)
         if self._prefixes is not None:
@@ -211,13 +194,13 @@ class LlamaCppEngine:
         )
         if padded:
             return self._decode_padded(padded, seq)
-        self._decode(tokens, pos, seq, self._ones[:n], slots)
+        self._decode(tokens, pos, seq, self._ones[:n])
         self._lengths[seq] += 1
         return self._logits(n).copy()  # the buffer is reused by the next call
 
     def _decode_padded(self, step: PaddedStep, seq: np.ndarray) -> np.ndarray:
         """A split-KV step as one run (seq_runs.py); logits in the caller's slot order."""
-        self._decode(step.tokens, step.pos, step.seq, step.wants, step.seq.tolist())
+        self._decode(step.tokens, step.pos, step.seq, step.wants)
         for pad in step.pads.tolist():
             self._lib.llama_memory_seq_rm(self._memory, pad, int(self._lengths[pad]), -1)
         self._lengths[seq] += 1
@@ -227,7 +210,7 @@ class LlamaCppEngine:
         """A step of one token in each of the first ``k`` slots, all empty, emptied after."""
         zeros = np.zeros(k, dtype=np.int32)
         self._batch.fill(zeros, zeros, np.arange(k, dtype=np.int32), self._ones[:k])
-        self._run(range(k))
+        self._run()
         self._lib.llama_memory_seq_rm(self._memory, -1, -1, -1)  # every sequence: at load
 
     def forward(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -237,34 +220,37 @@ class LlamaCppEngine:
         if not counts or min(counts) < 1:
             raise ValueError(f"forward needs at least one token per slot, got lengths {counts}.")
         self._check(slots, counts)
-        flat, pos, slot_of, wants = chunk_layout(slots, token_ids, counts, self._lengths)
+        seq = self.seqs.seq_of[slots]
+        flat, pos, seq_of, wants = chunk_layout(seq, token_ids, counts, self._lengths)
         self._check_ids(int(flat.min()), int(flat.max()))
         if self._prefixes is not None:
-            self._prefixes.write(slot_of, pos, flat)
+            self._prefixes.write(seq_of, pos, flat)
         out = np.empty((len(slots), self.vocab_size), dtype=np.float32)
         done = 0
         for begin in range(0, flat.size, self.batch_tokens):
             end = min(begin + self.batch_tokens, flat.size)
             n_out = self._decode(
-                flat[begin:end], pos[begin:end], slot_of[begin:end], wants[begin:end], slots
+                flat[begin:end], pos[begin:end], seq_of[begin:end], wants[begin:end]
             )
             if n_out:
                 out[done : done + n_out] = self._logits(n_out)  # the buffer is reused next call
                 done += n_out
-        self._lengths[list(slots)] += counts
+        self._lengths[seq] += counts
         return out
 
     def _decode_one(self, slot: int, token: int) -> np.ndarray:
-        ok = 0 <= slot < self.max_slots and self._in_use[slot]
-        if not ok or self._lengths[slot] >= self.context_length:
+        seqs = self.seqs
+        seqs.steps += 1
+        seq = int(seqs.seq_of[slot]) if 0 <= slot < self.max_slots else -1
+        if seq < 0 or not seqs.in_use[seq] or self._lengths[seq] >= self.context_length:
             self._check([slot], [1])  # raises the error that says which rule
-        length = int(self._lengths[slot])
+        length = int(self._lengths[seq])
         self._check_ids(token, token)
         if self._prefixes is not None:
-            self._prefixes.tokens[slot, length] = token
-        self._batch.fill_one(token, length, slot)
-        self._run([slot])
-        self._lengths[slot] = length + 1
+            self._prefixes.tokens[seq, length] = token
+        self._batch.fill_one(token, length, seq)
+        self._run()
+        self._lengths[seq] = length + 1
         return self._logits(1).copy()
 
     def _decode(
@@ -273,19 +259,20 @@ class LlamaCppEngine:
         pos: np.ndarray,
         seq: np.ndarray,
         wants: np.ndarray,
-        slots: Sequence[int],
     ) -> int:
         self._batch.fill(tokens, pos, seq, wants)
-        self._run(slots)
+        self._run()
         return int(wants.sum())
 
-    def _run(self, slots: Sequence[int]) -> None:
-        """llama_decode of the filled batch; on failure the slots' cells past their
-        lengths are dropped and the error raised."""
+    def _run(self) -> None:
+        """llama_decode of the filled batch; on failure the batch's sequences' cells past
+        their lengths are dropped and the error raised."""
         status = self._lib.llama_decode(self._ctx, self._batch.batch)
         if status != 0:
-            for slot in slots:  # drop whatever part of this step reached the cache
-                self._lib.llama_memory_seq_rm(self._memory, slot, int(self._lengths[slot]), -1)
+            batch = self._batch
+            for seq in np.unique(batch.arrays["seq"][: batch.batch.n_tokens]).tolist():
+                # drop whatever part of this step reached the cache
+                self._lib.llama_memory_seq_rm(self._memory, seq, int(self._lengths[seq]), -1)
             raise RuntimeError(
                 f"llama_decode failed with status {status}: {' '.join(llama_errors)}"
             )
@@ -297,4 +284,4 @@ class LlamaCppEngine:
         check_token_ids(low, high, self.vocab_size)
 
     def _check(self, slots: Sequence[int], counts: Sequence[int] | np.ndarray) -> None:
-        check_slots(slots, counts, self._in_use, self._lengths, self.context_length)
+        self.seqs.check(slots, counts)

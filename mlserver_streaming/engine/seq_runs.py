@@ -20,6 +20,10 @@ import numpy as np
 PAD_TOKEN = 0
 """The id a pad feeds: any valid one (its logits are not computed, its cell is dropped)."""
 
+MIN_IDLE_STEPS = 2
+"""Decode steps a free slot stays free before a sequence is moved into it: in a busy server a
+new request takes a freed slot within a step or two (its prefix may be cached there too)."""
+
 
 class PaddedStep(NamedTuple):
     """One decode step as one run: the batch's arrays in sequence order, the pads' slots,
@@ -103,3 +107,36 @@ def rows_per_pass(
     if row <= 0:
         return most
     return int(min(max(fixed / row, 0.0), most))
+
+
+def next_move(
+    seq: np.ndarray, in_use: np.ndarray, idle: np.ndarray, min_idle: int = MIN_IDLE_STEPS
+) -> tuple[int, int] | None:
+    """The one move (source, destination) that brings a decode step's sequences ``seq``
+    (distinct ids) closest to one run: of the windows of ``seq.size`` consecutive ids
+    made only of decoding sequences and of free ones ``idle`` for ``min_idle`` steps, the
+    first holding the most decoding ones; the decoding sequence farthest outside it goes to
+    its lowest free id. None when ``seq`` is a run already or no window fits (a gap in use,
+    or freed just now)."""
+    n = seq.size
+    if n < 2 or int(seq.max()) - int(seq.min()) + 1 == n:
+        return None
+    decoding = np.zeros(in_use.size, dtype=np.intp)
+    decoding[seq] = 1
+    room = decoding.astype(bool) | (~in_use & (idle >= min_idle))
+    held = _window_sums(decoding, n)
+    fits = _window_sums(room.astype(np.intp), n) == n
+    if not fits.any():
+        return None
+    start = int(np.flatnonzero(fits)[np.argmax(held[fits])])
+    end = start + n - 1
+    distance = np.maximum(start - seq, seq - end)  # > 0 outside the window
+    source = int(seq[np.argmax(distance)])
+    destination = start + int(np.flatnonzero(decoding[start : end + 1] == 0)[0])
+    return source, destination
+
+
+def _window_sums(values: np.ndarray, n: int) -> np.ndarray:
+    """Sum of every ``n`` consecutive values (window i starts at i)."""
+    total = np.concatenate([[0], np.cumsum(values)])
+    return total[n:] - total[:-n]
