@@ -162,3 +162,38 @@ def greedy(
         for out, token in zip(outs, logits.argmax(axis=1), strict=True):
             out.append(int(token))
     return outs
+
+
+@needs_gguf
+@pytest.mark.parametrize("unified", [False, True])
+def test_a_prompt_running_in_another_slot_is_copied_not_prefilled(unified: bool) -> None:
+    """Slot 0 runs a prompt; a request that begins with it gets those cells copied into
+    its own slot: only the rest is prefilled, and both decode what each would alone."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from mlserver_streaming.engine.llama_cpp import LlamaCppEngine
+
+    engine = LlamaCppEngine.from_gguf(F16, max_slots=3, threads=1, unified_kv=unified)
+    try:
+        ids = [engine.bos_token_id, *engine.tokenizer.encode("ROMEO:\nWhat light through")]
+        longer = ids + engine.tokenizer.encode(" yonder window breaks?")
+        alone = []
+        for prompt in (ids, longer):
+            slot = engine.allocate()
+            alone.append(greedy(engine, [slot], [prompt], 8)[0])
+            engine.release(slot)
+        engine._lib.llama_memory_seq_rm(engine._memory, -1, -1, -1)
+        engine.seqs.lengths[:] = 0  # nothing cached: only a slot in use can give the prefix
+        first, kept = engine.allocate_cached(ids)
+        assert kept == 0
+        out = [int(np.argmax(engine.prefill_many([first], [ids])[0]))]
+        second, kept = engine.allocate_cached(longer)
+        assert second != first and kept == len(ids) and engine.seqs.copied == 1
+        logits = engine.prefill_many([second], [longer[kept:]])
+        both = [out, [int(np.argmax(logits[0]))]]
+        for _ in range(7):
+            logits = engine.decode([first, second], [both[0][-1], both[1][-1]])
+            for row, token in zip(both, logits.argmax(axis=1), strict=True):
+                row.append(int(token))
+        assert both == alone
+    finally:
+        engine.close()

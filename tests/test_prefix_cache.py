@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlserver_streaming.engine.prefix_cache import SlotPrefixes
+from mlserver_streaming.engine.prefix_cache import COPY_RATIO, SlotPrefixes
 
 
 def held(prefixes: SlotPrefixes, slots_tokens: dict[int, list[int]]) -> np.ndarray:
@@ -102,3 +102,22 @@ def test_shared_prefix_lengths_match_a_slot_by_slot_count() -> None:
             differ = np.flatnonzero(prefixes.tokens[slot, :n] != ids[:n])
             expected.append(int(differ[0]) if differ.size else n)
         assert prefixes._common(free, lengths[free], ids).tolist() == expected
+
+
+def test_a_slot_in_use_that_shares_a_longer_prefix_is_the_donor() -> None:
+    prefixes = SlotPrefixes(max_slots=4, context_length=64)
+    lengths = held(prefixes, {0: [1, 2, 3, 4, 5, 6, 7], 1: [1, 2, 9], 2: [1, 8, 8, 8]})
+    in_use = np.array([0, 1, 2])
+    assert prefixes.donor(in_use, lengths, [1, 2, 3, 4, 5, 0], kept=0) == (0, 5)
+    assert prefixes.donor(in_use, lengths, [1, 2, 3, 4, 5, 0], kept=5) is None  # no longer
+    assert prefixes.donor(in_use, lengths, [1, 7, 7, 7], kept=0) is None  # a shared BOS
+    assert prefixes.donor(np.array([], np.intp), lengths, [1, 2, 3], kept=0) is None
+
+
+def test_a_donor_holding_far_more_than_it_shares_is_not_copied() -> None:
+    prefixes = SlotPrefixes(max_slots=2, context_length=256)
+    long = [1, 2, 3] + [9] * (COPY_RATIO * 3 - 3)
+    lengths = held(prefixes, {0: long})
+    assert prefixes.donor(np.array([0]), lengths, [1, 2, 3, 4], kept=0) == (0, 3)
+    lengths[0] += 1  # one cell more than COPY_RATIO per shared token
+    assert prefixes.donor(np.array([0]), lengths, [1, 2, 3, 4], kept=0) is None

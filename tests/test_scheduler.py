@@ -287,13 +287,16 @@ def test_a_cached_prefix_is_not_prefilled_again_and_the_text_is_the_same(tokeniz
         scheduler.submit(longer)
         parts: list[StepOutput] = []
         parts.append(step(scheduler, parts.append))
+        decoded = sorted(engine.decode_calls[-1]) == sorted([again.slot, longer.slot])
         run_until_done(scheduler)
         runs[type(engine)] = [text_of(d) for d in (first_deltas, again_deltas, longer_deltas)]
         prefilled = [n for _, n in engine.prefill_calls[1:]], sum(p.prompt_tokens for p in parts)
-    # With the cache `again` prefills only its last token (whose logits are needed), and
-    # `longer` (the same 6 tokens, then 3 more) goes whole into the other slot.
+    # With the cache `again` holds all but its last token (whose logits are needed): that
+    # token joins the decode, beside `longer` (the same 6 tokens, then 3 more), which goes
+    # whole into the other slot in a prefill of its own.
     assert runs[FakeEngine] == runs[CachingFakeEngine]
-    assert prefilled == ([1, 9], 10)
+    assert prefilled == ([9], 10)
+    assert decoded  # both in the step's one decode
 
 
 def test_a_replayed_generation_reuses_the_cache_of_its_prompt_and_tokens(tokenizer):
@@ -305,9 +308,11 @@ def test_a_replayed_generation_reuses_the_cache_of_its_prompt_and_tokens(tokeniz
     _, sent = text_of(first_deltas)
     resumed, resumed_deltas = make_request(tokenizer, max_tokens=8)
     resumed.generation.replay(sent[:5])
+    prefills = len(engine.prefill_calls)
     scheduler.submit(resumed)
     run_until_done(scheduler)
-    assert engine.prefill_calls[-1] == (0, 1)  # prompt and 4 replayed tokens were cached
+    # The prompt and 4 replayed tokens were cached: the 5th goes in as a decode, no prefill.
+    assert len(engine.prefill_calls) == prefills
     assert text_of(resumed_deltas)[1] == sent[5:]
 
 

@@ -78,7 +78,7 @@ class LlamaCppEngine:
         self._prefixes = (
             SlotPrefixes(max_slots, context_per_slot, compact) if prefix_cache else None
         )
-        self.seqs = LlamaSeqs(lib, ctx, max_slots, context_per_slot, self._prefixes)
+        self.seqs = LlamaSeqs(lib, ctx, max_slots, context_per_slot, self._prefixes, not stateful)
         self._memory, self._lengths = self.seqs.memory, self.seqs.lengths  # by sequence
         self._batch = NumpyBatch(lib, batch_tokens)
         self._ones = np.ones(max(max_slots, batch_tokens), dtype=np.int8)
@@ -128,15 +128,10 @@ class LlamaCppEngine:
         return self.seqs.claim(int(self.seqs.free()[0]), 0)
 
     def allocate_cached(self, token_ids: Sequence[int]) -> tuple[int, int]:
-        """Claim the free slot the prefix cache chooses for ``token_ids`` (prefix_cache.py);
-        returns it and how many leading tokens it keeps (never all: the last needs logits)."""
-        free = self.seqs.free()
-        if self._prefixes is None:
-            seq, kept = int(free[0]), 0
-        else:
-            seq, kept = self._prefixes.choose(free, self._lengths, token_ids)
-        slot = self.seqs.claim(seq, kept)
-        return slot, int(self._lengths[seq])
+        """Claim the free slot the prefix cache chooses for ``token_ids`` (prefix_cache.py;
+        a longer prefix in a slot in use is copied in); returns it and how many leading
+        tokens it holds (never all: the last needs logits)."""
+        return self.seqs.claim_cached(token_ids)
 
     def release(self, slot: int) -> None:
         """Give a slot back; its KV cells stay, for a later prompt with the same prefix (or,

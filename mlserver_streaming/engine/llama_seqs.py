@@ -7,7 +7,8 @@ ids in one pass (seq_runs.py), and when requests end with none arriving (a burst
 running sequences drift apart: then ``compact`` moves one slot's cells into a gap that has
 stayed free (``llama_state_seq_get_data`` / ``set_data``: ~1 ms for 150 cells of an 88M
 model, against a pass or a few pad rows saved on every step after). The slot keeps its id;
-the sequence it left keeps its cells as a prefix cache, like any released one.
+the sequence it left keeps its cells as a prefix cache, like any released one. The same copy
+gives a new request the prefix it shares with a sequence in use (``claim_cached``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ class LlamaSeqs:
         max_slots: int,
         context_length: int,
         prefixes: SlotPrefixes | None,
+        copies: bool = True,
     ) -> None:
+        """``copies`` False: never copy cells between sequences (a recurrent state cannot be
+        cut to a prefix)."""
         self._lib, self._ctx, self.context_length = lib, ctx, context_length
+        self.copies = copies
         self.memory = lib.llama_get_memory(ctx)
         self.seq_of = np.arange(max_slots, dtype=np.int32)  # slot -> sequence
         self.slot_of = np.arange(max_slots, dtype=np.int32)  # sequence -> slot
@@ -44,7 +49,7 @@ class LlamaSeqs:
         self.in_use = np.zeros(max_slots, dtype=bool)
         self.prefixes = prefixes
         self.steps = 0  # decode steps so far (the clock of idle sequences)
-        self.moves = 0
+        self.moves = self.copied = 0  # slots moved; prefixes copied from a slot in use
         self._freed_at = np.zeros(max_slots, dtype=np.int64)
         self._state = np.empty(0, dtype=np.uint8)  # a moved sequence's cells, serialized
 
@@ -92,19 +97,41 @@ class LlamaSeqs:
         found = next_move(seq, self.in_use, self.steps - self._freed_at)
         return found is not None and self.move(*found)
 
+    def claim_cached(self, token_ids: Sequence[int]) -> tuple[int, int]:
+        """Claim the free sequence the prefix cache chooses for ``token_ids`` (the lowest,
+        without one), with the longer prefix a sequence in use shares copied in; returns
+        the slot and how many leading tokens it holds (never all: the last needs logits)."""
+        free, prefixes = self.free(), self.prefixes
+        if prefixes is None:
+            return self.claim(int(free[0]), 0), 0
+        seq, kept = prefixes.choose(free, self.lengths, token_ids)
+        donor = prefixes.donor(np.flatnonzero(self.in_use), self.lengths, token_ids, kept)
+        slot = self.claim(seq, kept)
+        if donor is not None and self.copies:
+            self.copy_prefix(donor[0], seq, min(donor[1], len(token_ids) - 1))
+        return slot, int(self.lengths[seq])
+
+    def copy_prefix(self, source: int, destination: int, keep: int) -> None:
+        """Give ``destination`` the first ``keep`` cells of ``source``; where llama.cpp
+        cannot (or a sliding window dropped the first ones), it is left empty."""
+        lib, memory = self._lib, self.memory
+        self.lengths[destination] = 0
+        if not self._transfer(source, destination):
+            return
+        cut = lib.llama_memory_seq_rm(memory, destination, keep, -1)
+        if not (cut and lib.llama_memory_seq_pos_min(memory, destination) == 0):
+            lib.llama_memory_seq_rm(memory, destination, -1, -1)
+            return
+        self.lengths[destination] = keep
+        if self.prefixes is not None:
+            tokens = self.prefixes.tokens
+            tokens[destination, :keep] = tokens[source, :keep]
+        self.copied += 1
+
     def move(self, source: int, destination: int) -> bool:
         """Copy the in-use ``source``'s cells into the free ``destination`` and give its slot
         that sequence; False (nothing moved, destination emptied) if llama.cpp refused."""
-        lib, ctx = self._lib, self._ctx
-        size = lib.llama_state_seq_get_size_ext(ctx, source, FULL_STATE)
-        if self._state.size < size:
-            self._state = np.empty(size, dtype=np.uint8)
-        data = self._state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
-        copied = lib.llama_state_seq_get_data_ext(ctx, data, size, source, FULL_STATE) == size
-        if not (
-            copied and lib.llama_state_seq_set_data_ext(ctx, data, size, destination, FULL_STATE)
-        ):
-            lib.llama_memory_seq_rm(self.memory, destination, -1, -1)
+        if not self._transfer(source, destination):
             self.lengths[destination] = 0
             return False
         slot, other = int(self.slot_of[source]), int(self.slot_of[destination])
@@ -119,3 +146,17 @@ class LlamaSeqs:
             self.prefixes.released(source)
         self.moves += 1
         return True
+
+    def _transfer(self, source: int, destination: int) -> bool:
+        """Replace ``destination``'s cells with a copy of all of ``source``'s; False (and
+        ``destination`` emptied) if llama.cpp refused."""
+        lib, ctx = self._lib, self._ctx
+        size = lib.llama_state_seq_get_size_ext(ctx, source, FULL_STATE)
+        if self._state.size < size:
+            self._state = np.empty(size, dtype=np.uint8)
+        data = self._state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        got = lib.llama_state_seq_get_data_ext(ctx, data, size, source, FULL_STATE) == size
+        if got and lib.llama_state_seq_set_data_ext(ctx, data, size, destination, FULL_STATE):
+            return True
+        lib.llama_memory_seq_rm(self.memory, destination, -1, -1)
+        return False

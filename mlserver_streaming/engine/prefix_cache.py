@@ -4,6 +4,8 @@ one reuses its cached keys and values instead of prefilling them again.
 llama-server's ``cache_prompt``, slot by slot: a new request takes the free slot whose cached
 tokens share the longest prefix with its prompt, else the least recently released one (the
 cells least likely to be asked for again); among equals, the least recently released too.
+A slot in use that shares a longer prefix (the same system prompt, running) is a ``donor``:
+its cells are copied (llama-server's host-memory prompt cache restores saved prompts so).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import numpy as np
 SIMILARITY = 0.1
 """Reuse a slot by its prefix only when that covers more than this share of the prompt;
 below it take the least recently released slot (llama-server's --slot-prompt-similarity)."""
+
+COPY_RATIO = 32
+"""Copy a donor's prefix only if the donor holds at most this many cells per shared token
+(its every cell is copied): a cell costs ~1/300 of a token's prefill at 88M, ~1/60 at 4M."""
 
 
 class SlotPrefixes:
@@ -58,6 +64,23 @@ class SlotPrefixes:
             shortlist = run if run.size else shortlist  # a prefix wins over the run
         best = shortlist[np.argmin(self._released[free[shortlist]])]  # least recently released
         return int(free[best]), int(common[best])
+
+    def donor(
+        self, held: np.ndarray, lengths: np.ndarray, token_ids: Sequence[int], kept: int
+    ) -> tuple[int, int] | None:
+        """The slot of ``held`` (in use) sharing the longest prefix with ``token_ids``, and
+        its length, if longer than ``kept`` (what the chosen free slot holds) and than the
+        SIMILARITY rule, and worth copying (COPY_RATIO); None otherwise."""
+        if held.size == 0:
+            return None
+        ids = np.asarray(token_ids, dtype=np.int32)
+        common = self._common(held, lengths[held], ids)
+        best = int(np.argmax(common))
+        shared = int(common[best])
+        worth = shared > max(kept, SIMILARITY * ids.size, 1)
+        if not worth or lengths[held[best]] > COPY_RATIO * shared:
+            return None
+        return int(held[best]), shared
 
     def _keeps_a_run(self, free: np.ndarray) -> np.ndarray:
         """Which slots (a mask over all), taken now, leave the slots in use consecutive:

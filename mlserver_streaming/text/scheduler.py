@@ -69,6 +69,12 @@ class SequenceRequest:
         """Whether the whole prompt (with any replayed tokens) is in the KV cache."""
         return self.prefilled == len(self.generation.prefill_ids)
 
+    @property
+    def one_left(self) -> bool:
+        """Whether all of the prompt but its last token is cached: that token can join the
+        others' decode instead of a prefill pass of its own."""
+        return self.prefilled == len(self.generation.prefill_ids) - 1
+
     def abandoned(self, now: float) -> Delta | None:
         """The last delta if the request was cancelled or is past its deadline, else None."""
         if self.cancelled:
@@ -128,12 +134,13 @@ class Scheduler:
     def step(self, between: Between | None = None) -> StepOutput:
         """One engine step: reap, admit, prefill up to a chunk of prompt tokens (new prompts
         together, in one forward), then decode every sequence whose prompt is in, the ones
-        just prefilled included. `between` gets the first tokens before the decode and
-        a turn between its layers."""
+        just prefilled included, and the last prompt token of those whose prompt is cached
+        but that token. `between` gets the first tokens before the decode and a turn
+        between its layers."""
         out = StepOutput()
         self._reap(self.clock(), out)
         self._admit(out)
-        self._prefill(self._running, out)
+        self._prefill([r for r in self._running if not r.one_left], out)
         self._decode(out, between)
         out.step_done = True
         return self._counted(out)
@@ -190,7 +197,7 @@ class Scheduler:
             self._advance_all([batch[i] for i in done], logits[done], out)
 
     def _decode(self, out: StepOutput, between: Between | None) -> None:
-        batch = [r for r in self._running if r.prefill_done]
+        batch = [r for r in self._running if r.prefill_done or r.one_left]
         if not batch:
             return
         if between is not None and out.deltas:
@@ -209,8 +216,12 @@ class Scheduler:
 
         batch.sort(key=lambda r: r.slot)  # type: ignore[arg-type, return-value]
         slots = [r.slot for r in batch]
-        tokens = [r.generation.last_token for r in batch]
+        tokens = [r.generation.last_token if r.prefill_done else last_prompt_id(r) for r in batch]
         logits = self.engine.decode(slots, tokens, between_layers)  # type: ignore[arg-type]
+        for request in batch:
+            if not request.prefill_done:  # its prompt's last token: now the first sampled
+                request.prefilled += 1
+                out.prompt_tokens += 1
         self._advance_all(batch, logits, out)
 
     def _advance_all(
@@ -233,6 +244,11 @@ class Scheduler:
             request.slot = None
         self._by_id.pop(request.request_id, None)
         out.add(request.request_id, delta)
+
+
+def last_prompt_id(request: SequenceRequest) -> int:
+    """The prompt token a request with one left feeds to the decode."""
+    return request.generation.prefill_ids[-1]
 
 
 def next_chunks(
