@@ -63,6 +63,7 @@ CACHE = ROOT / "benchmarks" / ".cache"
 LLAMA_SERVER = CACHE / "llama-server" / "bin" / "llama-server"
 LLAMA_SERVER_ARGS: list[str] = []  # --llama-server-args
 LLAMA_BODY: dict = {"repeat_penalty": 1.0}  # --no-cache-prompt adds cache_prompt: false
+DISTINCT: list[bool] = [False]  # --distinct-prompts: no two requests share a prefix
 GGUF_88M = CACHE / "gguf-88m"
 SHAKESPEARE_GGUF = MODEL_REPO / "shakespeare-gguf"
 
@@ -267,11 +268,18 @@ def start(case: Case, threads: int):  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------------------------------- client
 
 
+def prompt_of(i: int) -> str:
+    """Request i's prompt: one of six (so prompt caches have something to reuse), or with
+    --distinct-prompts that prompt after the request's number (nothing shared but BOS)."""
+    prompt = PROMPTS[i % len(PROMPTS)]
+    return f"{i} {prompt}" if DISTINCT[0] else prompt
+
+
 def payload(target: Served, i: int, max_tokens: int) -> dict:
     """Request i: a varied prompt, greedy, fixed length (it may end at EOS), streamed."""
     return {
         "model": target.model_name,
-        "prompt": PROMPTS[i % len(PROMPTS)],
+        "prompt": prompt_of(i),
         "max_tokens": output_length(i, max_tokens),
         "temperature": 0.0,
         "stream": True,
@@ -504,6 +512,11 @@ def main() -> None:
         help="send cache_prompt: false to llama-server (no reuse of a slot's cached prompt)",
     )
     parser.add_argument(
+        "--distinct-prompts",
+        action="store_true",
+        help="each request's prompt starts with its number: no prefix for any cache to reuse",
+    )
+    parser.add_argument(
         "--name", default="bench_llama_served", help="results file: benchmarks/results/NAME.json"
     )
     parser.add_argument(
@@ -521,6 +534,7 @@ def main() -> None:
     OURS_EXTRA.update(key_json(item) for item in args.ours_extra)
     if args.no_cache_prompt:
         LLAMA_BODY["cache_prompt"] = False
+    DISTINCT[0] = args.distinct_prompts
     gc.freeze()
     begin = time.perf_counter()
     rows = uvloop.run(main_async(args))

@@ -51,7 +51,6 @@ class LlamaSeqs:
         self.steps = 0  # decode steps so far (the clock of idle sequences)
         self.moves = self.copied = 0  # slots moved; prefixes copied from a slot in use
         self._freed_at = np.zeros(max_slots, dtype=np.int64)
-        self._state = np.empty(0, dtype=np.uint8)  # a moved sequence's cells, serialized
 
     def check(self, slots: Sequence[int], counts: Sequence[int] | np.ndarray) -> None:
         """check_slots in the caller's terms (slot ids in the messages)."""
@@ -152,9 +151,8 @@ class LlamaSeqs:
         ``destination`` emptied) if llama.cpp refused."""
         lib, ctx = self._lib, self._ctx
         size = lib.llama_state_seq_get_size_ext(ctx, source, FULL_STATE)
-        if self._state.size < size:
-            self._state = np.empty(size, dtype=np.uint8)
-        data = self._state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        state = np.empty(size, dtype=np.uint8)  # not kept: at 8B, 4096 cells are 512 MB
+        data = state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
         got = lib.llama_state_seq_get_data_ext(ctx, data, size, source, FULL_STATE) == size
         if got and lib.llama_state_seq_set_data_ext(ctx, data, size, destination, FULL_STATE):
             return True
