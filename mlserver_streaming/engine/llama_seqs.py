@@ -107,54 +107,52 @@ class LlamaSeqs:
         donor = prefixes.donor(np.flatnonzero(self.in_use), self.lengths, token_ids, kept)
         slot = self.claim(seq, kept)
         if donor is not None and self.copies:
-            self.copy_prefix(donor[0], seq, min(donor[1], len(token_ids) - 1))
+            self.copy_prefix(*donor, seq)  # at most all of the prompt but its last token
         return slot, int(self.lengths[seq])
 
-    def copy_prefix(self, source: int, destination: int, keep: int) -> None:
+    def copy_prefix(self, source: int, keep: int, destination: int) -> None:
         """Give ``destination`` the first ``keep`` cells of ``source``; where llama.cpp
         cannot (or a sliding window dropped the first ones), it is left empty."""
         lib, memory = self._lib, self.memory
-        self.lengths[destination] = 0
         if not self._transfer(source, destination):
             return
         cut = lib.llama_memory_seq_rm(memory, destination, keep, -1)
         if not (cut and lib.llama_memory_seq_pos_min(memory, destination) == 0):
             lib.llama_memory_seq_rm(memory, destination, -1, -1)
+            self.lengths[destination] = 0
             return
         self.lengths[destination] = keep
-        if self.prefixes is not None:
-            tokens = self.prefixes.tokens
-            tokens[destination, :keep] = tokens[source, :keep]
         self.copied += 1
 
     def move(self, source: int, destination: int) -> bool:
         """Copy the in-use ``source``'s cells into the free ``destination`` and give its slot
         that sequence; False (nothing moved, destination emptied) if llama.cpp refused."""
         if not self._transfer(source, destination):
-            self.lengths[destination] = 0
             return False
         slot, other = int(self.slot_of[source]), int(self.slot_of[destination])
         self.seq_of[slot], self.seq_of[other] = destination, source
         self.slot_of[source], self.slot_of[destination] = other, slot
-        length = self.lengths[destination] = self.lengths[source]
         self.in_use[destination], self.in_use[source] = True, False
         self._freed_at[source] = self.steps
         if self.prefixes is not None:
-            tokens = self.prefixes.tokens
-            tokens[destination, :length] = tokens[source, :length]
             self.prefixes.released(source)
         self.moves += 1
         return True
 
     def _transfer(self, source: int, destination: int) -> bool:
-        """Replace ``destination``'s cells with a copy of all of ``source``'s; False (and
-        ``destination`` emptied) if llama.cpp refused."""
+        """Replace ``destination``'s cells (and their token ids and length) with a copy of
+        all of ``source``'s; False, and ``destination`` emptied, if llama.cpp refused."""
         lib, ctx = self._lib, self._ctx
         size = lib.llama_state_seq_get_size_ext(ctx, source, FULL_STATE)
         state = np.empty(size, dtype=np.uint8)  # not kept: at 8B, 4096 cells are 512 MB
         data = state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
         got = lib.llama_state_seq_get_data_ext(ctx, data, size, source, FULL_STATE) == size
-        if got and lib.llama_state_seq_set_data_ext(ctx, data, size, destination, FULL_STATE):
-            return True
-        lib.llama_memory_seq_rm(self.memory, destination, -1, -1)
-        return False
+        if not (got and lib.llama_state_seq_set_data_ext(ctx, data, size, destination, FULL_STATE)):
+            lib.llama_memory_seq_rm(self.memory, destination, -1, -1)
+            self.lengths[destination] = 0
+            return False
+        length = self.lengths[destination] = self.lengths[source]
+        if self.prefixes is not None:
+            tokens = self.prefixes.tokens
+            tokens[destination, :length] = tokens[source, :length]
+        return True

@@ -216,7 +216,10 @@ class Scheduler:
 
         batch.sort(key=lambda r: r.slot)  # type: ignore[arg-type, return-value]
         slots = [r.slot for r in batch]
-        tokens = [r.generation.last_token if r.prefill_done else last_prompt_id(r) for r in batch]
+        tokens = [  # a request with one prompt token left feeds that token
+            r.generation.last_token if r.prefill_done else r.generation.prefill_ids[-1]
+            for r in batch
+        ]
         logits = self.engine.decode(slots, tokens, between_layers)  # type: ignore[arg-type]
         for request in batch:
             if not request.prefill_done:  # its prompt's last token: now the first sampled
@@ -244,11 +247,6 @@ class Scheduler:
             request.slot = None
         self._by_id.pop(request.request_id, None)
         out.add(request.request_id, delta)
-
-
-def last_prompt_id(request: SequenceRequest) -> int:
-    """The prompt token a request with one left feeds to the decode."""
-    return request.generation.prefill_ids[-1]
 
 
 def next_chunks(
