@@ -38,7 +38,7 @@ from common import child_pids, cpu_seconds, median, percentile, table, write_res
 from httpx_sse import aconnect_sse
 from load_text import PROMPTS, medians, run_level
 
-from mlserver_streaming.text.redis_codec import GROUP, REDIS_URL_ENV, model_keys
+from mlserver_streaming.text.redis.codec import GROUP, REDIS_URL_ENV, model_keys
 from tests.e2e.cluster import Worker, start_worker
 from tests.e2e.conftest import one_model_repo
 from tests.e2e.server import Server, running_server, stop_process

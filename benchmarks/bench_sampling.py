@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from mlserver_streaming.text.batch_sampling import choose_batch
-from mlserver_streaming.text.params import GenerationParams
-from mlserver_streaming.text.sampling import TokenChooser
+from mlserver_streaming.text.sample.batch import choose_batch
+from mlserver_streaming.text.sample.params import GenerationParams
+from mlserver_streaming.text.sample.sampling import TokenChooser
 
 CONFIGS = {
     "load_text (T=0.8, k=40, p=0.95)": {"temperature": 0.8, "top_k": 40, "top_p": 0.95},

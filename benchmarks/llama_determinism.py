@@ -18,10 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mlserver_streaming.engine import GPT2Engine  # noqa: E402
-from mlserver_streaming.engine.llama_cpp import LlamaCppEngine  # noqa: E402
 from tests.test_llama_cpp_engine import F16, NUMPY_MODEL, Q8_0  # noqa: E402
 from tests.test_llama_cpp_scheduling import seeded_texts  # noqa: E402
+
+from mlserver_streaming.engine import GPT2Engine  # noqa: E402
+from mlserver_streaming.engine.llama_cpp import LlamaCppEngine  # noqa: E402
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .e2e.server import free_ports, stop_process
+from tests.e2e.server import free_ports, stop_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT_S = 10.0

@@ -26,8 +26,7 @@ from mlserver_streaming.router import (
     user_id_of,
     without_user_id,
 )
-
-from .test_classifier import features_request, one_by_one, params, write_model
+from tests.classifier.test_runtime import features_request, one_by_one, params, write_model
 
 USERS = [f"user-{i}" for i in range(10_000)]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from mlserver.rest.responses import ServerSentEvent
@@ -27,14 +26,16 @@ from ..errors import InvalidInput, InvalidParameter
 from ..events import FinishReason, ParamValue, ending_with_error_event, event, final_event
 from ..params import as_int, check_range, reject_unknown
 from .csv_stream import HEADER_MODES, CsvRowParser, HeaderMode, ParsedRows
-from .loaded import CLASSIFIERS
-from .outputs import available_outputs, encode_scores
-from .runtime import PARAM_OFFSET, PARAM_ROWS_DONE, PARAM_ROWS_TOTAL
+from .loaded import CLASSIFIERS, Classifier
+from .outputs import (
+    PARAM_OFFSET,
+    PARAM_ROWS_DONE,
+    PARAM_ROWS_TOTAL,
+    available_outputs,
+    encode_scores,
+)
 from .scoring import Scores
 from .settings import PARAM_CHUNK_SIZE
-
-if TYPE_CHECKING:
-    from .runtime import StreamingClassifier
 
 _Submitted = tuple["asyncio.Future[Scores]", bool]
 SCORING_AHEAD = 2
@@ -55,12 +56,11 @@ class UploadOptions:
     header: HeaderMode
 
     @classmethod
-    def parse(cls, query: Mapping[str, str], model: StreamingClassifier) -> UploadOptions:
+    def parse(cls, query: Mapping[str, str], model: Classifier) -> UploadOptions:
         """From `?chunk_size=&rows_total=&header=`; the model's settings give the limits."""
         reject_unknown(query, allowed=(PARAM_CHUNK_SIZE, QUERY_ROWS_TOTAL, QUERY_HEADER))
         limits = model.extra
-        chunk_size = as_int(PARAM_CHUNK_SIZE, query.get(PARAM_CHUNK_SIZE, limits.chunk_size))
-        check_range(PARAM_CHUNK_SIZE, chunk_size, 1, limits.max_rows)
+        chunk_size = limits.request_chunk_size(query.get(PARAM_CHUNK_SIZE))
         rows_total = None
         if QUERY_ROWS_TOTAL in query:
             rows_total = as_int(QUERY_ROWS_TOTAL, query[QUERY_ROWS_TOTAL])
@@ -143,7 +143,7 @@ async def row_chunks(
 
 
 async def scored_chunks(
-    model: StreamingClassifier, chunks: AsyncIterator[tuple[np.ndarray, bool]]
+    model: Classifier, chunks: AsyncIterator[tuple[np.ndarray, bool]]
 ) -> AsyncIterator[tuple[Scores, bool]]:
     """(scores, is_last) in order, each as soon as it is scored: a task parses the upload and
     submits its chunks (up to `SCORING_AHEAD` waiting) while earlier ones are sent."""
@@ -173,7 +173,7 @@ async def scored_chunks(
 
 
 async def upload_events(
-    model: StreamingClassifier, pieces: AsyncIterator[bytes], options: UploadOptions
+    model: Classifier, pieces: AsyncIterator[bytes], options: UploadOptions
 ) -> AsyncIterator[InferenceResponse]:
     """The V2 events of one upload (errors not yet turned into the final event)."""
     outputs = available_outputs(model.schema)
@@ -192,7 +192,7 @@ async def upload_events(
 
 
 async def upload_sse(
-    model: StreamingClassifier, pieces: AsyncIterator[bytes], options: UploadOptions
+    model: Classifier, pieces: AsyncIterator[bytes], options: UploadOptions
 ) -> AsyncIterator[bytes]:
     """`upload_events` as Server-Sent Events, in the bytes MLServer's `/infer_stream` sends."""
     events = ending_with_error_event(model, upload_events(model, pieces, options))
@@ -203,6 +203,6 @@ async def upload_sse(
 def classify_csv_response(request: Request) -> DuplexStreamingResponse:
     """The upload route's answer: 404 / 400 before the stream, then the SSE events."""
     params = request.path_params
-    model = CLASSIFIERS.get(params["model_name"], params.get("model_version"))
+    model = CLASSIFIERS.require(params["model_name"], params.get("model_version"))
     options = UploadOptions.parse(dict(request.query_params), model)
     return DuplexStreamingResponse(lambda pieces: upload_sse(model, pieces, options))

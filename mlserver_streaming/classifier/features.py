@@ -13,7 +13,7 @@ import numpy as np
 from mlserver.types import InferenceRequest, RequestInput
 
 from ..errors import InvalidInput
-from ..params import as_int, check_range, reject_unknown, request_parameters
+from ..params import reject_unknown, request_parameters
 from .outputs import available_outputs
 from .scoring import Schema
 from .settings import PARAM_CHUNK_SIZE, ClassifierSettings
@@ -42,10 +42,7 @@ def parse_request(
     """Check a request against the model's schema and limits; raise InvalidInput if wrong."""
     params = request_parameters(request)
     reject_unknown(params, allowed=(PARAM_CHUNK_SIZE,))
-    chunk_size = settings.chunk_size
-    if PARAM_CHUNK_SIZE in params:
-        chunk_size = as_int(PARAM_CHUNK_SIZE, params[PARAM_CHUNK_SIZE])
-        check_range(PARAM_CHUNK_SIZE, chunk_size, 1, settings.max_rows)
+    chunk_size = settings.request_chunk_size(params.get(PARAM_CHUNK_SIZE))
     tensor = _features_input(request, schema)
     return ClassifyRequest(
         rows=decode_rows(tensor, schema, settings.max_rows),

@@ -1,4 +1,5 @@
-"""Scores → V2 output tensors, through MLServer's NumpyCodec."""
+"""Scores → V2 output tensors (through MLServer's NumpyCodec) and the progress parameters of
+a chunked stream's events."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from .scoring import Schema, Scores
 OUTPUT_LABEL = "label"
 OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_CONFIDENCE = "confidence"
+# Event parameters of a chunked stream (all int, so gRPC carries them).
+PARAM_OFFSET = "offset"
+PARAM_ROWS_DONE = "rows_done"
+PARAM_ROWS_TOTAL = "rows_total"
 
 
 def available_outputs(schema: Schema) -> tuple[str, ...]:

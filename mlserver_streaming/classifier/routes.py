@@ -13,7 +13,8 @@ from mlserver.handlers import custom_handler
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .loaded import CLASSIFIERS
+from .csv_upload import classify_csv_response
+from .loaded import CLASSIFIERS, Classifier
 from .outputs import available_outputs, wire_labels
 
 CSV_PATH = "/v2/models/{model_name}/classify_csv"
@@ -27,12 +28,12 @@ class ClassifierRoutes:
     @custom_handler(rest_path=CSV_PATH, rest_method="POST")
     async def classify_csv(self, request: Request) -> Response:
         """Stream predictions for a CSV upload while it arrives (see `csv_upload`)."""
-        return _classify_csv(request)
+        return classify_csv_response(request)
 
     @custom_handler(rest_path=CSV_VERSION_PATH, rest_method="POST")
     async def classify_csv_version(self, request: Request) -> Response:
         """The same for one version of the model."""
-        return _classify_csv(request)
+        return classify_csv_response(request)
 
     @custom_handler(rest_path=LIST_PATH, rest_method="GET")
     async def list_classifiers(self) -> dict[str, Any]:
@@ -40,14 +41,7 @@ class ClassifierRoutes:
         return {"classifiers": [_describe(model) for model in CLASSIFIERS.all()]}
 
 
-def _classify_csv(request: Request) -> Response:
-    # Imported here: csv_upload needs the runtime module, whose class derives from this mixin.
-    from .csv_upload import classify_csv_response
-
-    return classify_csv_response(request)
-
-
-def _describe(model: Any) -> dict[str, Any]:
+def _describe(model: Classifier) -> dict[str, Any]:
     schema = model.schema
     return {
         "name": model.name,

@@ -29,16 +29,12 @@ from .batcher import MicroBatcher
 from .features import ClassifyRequest, parse_request
 from .loaded import CLASSIFIERS
 from .metadata import input_metadata, output_metadata, reconcile
-from .outputs import encode_scores
+from .outputs import PARAM_OFFSET, PARAM_ROWS_DONE, PARAM_ROWS_TOTAL, encode_scores
 from .routes import ClassifierRoutes
 from .scoring import Schema, Scorer, Scores, ScoringThread
 from .settings import ClassifierSettings
 
 MODEL_FILENAME = "model.joblib"
-# Event parameters (all int, so gRPC carries them).
-PARAM_OFFSET = "offset"
-PARAM_ROWS_DONE = "rows_done"
-PARAM_ROWS_TOTAL = "rows_total"
 
 # MLServer loads models concurrently, so two versions' unpickling can import scikit-learn
 # in two threads at once. Python does not wait for a package that is still initialising

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
+from ..params import as_int, check_range
 from ..settings import RuntimeSettings
 
 # Names on the wire: the request parameter that overrides `chunk_size` per request.
@@ -30,6 +33,14 @@ class ClassifierSettings(RuntimeSettings):
     estimator_threads: int = Field(1, ge=1, le=256)
     """OpenMP threads per estimator call (1–256; e.g. gradient boosting): 1 leaves the
     other cores to the event loop, other streams and other models."""
+
+    def request_chunk_size(self, raw: Any | None) -> int:
+        """A request's `chunk_size` (this default when it sends none): 1 to `max_rows`."""
+        if raw is None:
+            return self.chunk_size
+        chunk_size = as_int(PARAM_CHUNK_SIZE, raw)
+        check_range(PARAM_CHUNK_SIZE, chunk_size, 1, self.max_rows)
+        return chunk_size
 
     @property
     def batching(self) -> bool:

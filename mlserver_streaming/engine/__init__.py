@@ -3,7 +3,8 @@
 from .checkpoint import CheckpointError, GPT2Weights, load_weights
 from .config import GPT2Config, UnsupportedModelError
 from .gpt2 import GPT2Engine
-from .kv_cache import KVCache, NoFreeSlotError, SequenceTooLongError, SlotError
+from .kv_cache import KVCache
+from .seams import NoFreeSlotError, SequenceTooLongError, SlotError
 
 __all__ = [
     "CheckpointError",

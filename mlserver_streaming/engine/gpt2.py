@@ -11,7 +11,8 @@ import numpy as np
 from .checkpoint import GPT2Weights, load_weights
 from .config import CONFIG_FILE, GPT2Config
 from .folding import FoldedBlock, fold_block
-from .kv_cache import KVCache, check_decode, check_prefill
+from .kv_cache import KVCache
+from .seams import check_decode, check_prefill, check_token_ids
 
 F32 = np.float32
 # Every hot-path constant is a float32 scalar: a float64 one silently promotes whole arrays.
@@ -173,10 +174,7 @@ class GPT2Engine:
         self._cache.check_append(slots, news)
         low = min(int(g.min()) for g in groups)
         high = max(int(g.max()) for g in groups)
-        if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(
-                f"token ids must be in [0, {self.config.vocab_size}), got min {low} and max {high}."
-            )
+        check_token_ids(low, high, self.config.vocab_size)
         slot_ids = np.asarray(slots, dtype=np.intp)
         logits = self._forward(slot_ids, groups, between_layers)
         self._cache.advance(slot_ids, np.asarray(news, dtype=np.intp))

@@ -6,17 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-class NoFreeSlotError(RuntimeError):
-    """Every slot is taken; the caller must wait for a sequence to finish."""
-
-
-class SlotError(ValueError):
-    """A slot id is out of range, not allocated, or repeated within one batch."""
-
-
-class SequenceTooLongError(ValueError):
-    """Appending the tokens would run past the cache's max_len."""
+from .seams import NoFreeSlotError, SequenceTooLongError, SlotError
 
 
 class KVCache:
@@ -109,56 +99,3 @@ class KVCache:
                 raise SlotError(f"slot must be in [0, {self.n_slots}), got {slot}.")
             if not self._in_use[slot]:
                 raise SlotError(f"slot {slot} is not allocated; call allocate() first.")
-
-
-def check_prefill(slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> None:
-    """The shape every engine's `prefill_many` takes: one non-empty chunk per slot."""
-    if len(slots) != len(token_ids) or not slots or not all(len(t) for t in token_ids):
-        raise ValueError(
-            "prefill needs a list of token ids per slot, with at least one token id in each; "
-            f"got {len(slots)} slots and lists of lengths {[len(t) for t in token_ids]}."
-        )
-
-
-def check_decode(slots: Sequence[int], token_ids: Sequence[int]) -> None:
-    """The shape every engine's `decode` takes: one token id per slot, at least one slot."""
-    if len(slots) != len(token_ids) or not slots:
-        raise ValueError(
-            "decode needs one token id per slot and at least one slot, got "
-            f"{len(slots)} slots and {len(token_ids)} token ids."
-        )
-
-
-def check_slots(
-    slots: Sequence[int],
-    counts: Sequence[int] | np.ndarray,
-    in_use: np.ndarray,
-    lengths: np.ndarray,
-    context_length: int,
-) -> None:
-    """Every slot in range, allocated, distinct and with room for its `counts` new tokens
-    (vectorized: a step of 32 slots checked one by one in Python cost ~50 us)."""
-    where = np.asarray(slots, dtype=np.intp)
-    outside = (where < 0) | (where >= in_use.size)
-    if outside.any():
-        raise SlotError(f"slot must be in [0, {in_use.size}), got {where[outside][0]}.")
-    free = ~in_use[where]
-    if free.any():
-        raise SlotError(f"slot {where[free][0]} is not allocated; call allocate() first.")
-    after = lengths[where] + np.asarray(counts)
-    over = np.flatnonzero(after > context_length)
-    if over.size:
-        i = over[0]
-        raise SequenceTooLongError(
-            f"slot {where[i]} holds {lengths[where[i]]} tokens; adding "
-            f"{after[i] - lengths[where[i]]} would make {after[i]}, above "
-            f"context_length={context_length}."
-        )
-    if where.size > 1 and np.unique(where).size != where.size:
-        raise SlotError(f"slots in one batch must be distinct, got {list(slots)}.")
-
-
-def check_token_ids(low: int, high: int, vocab_size: int) -> None:
-    """The lowest and highest id of a batch are in the vocabulary."""
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"token ids must be in [0, {vocab_size}), got min {low} and max {high}.")

@@ -20,11 +20,11 @@ import numpy as np
 
 from ..errors import InvalidSettings
 from .gguf_vocab import GGUFVocab
-from .kv_cache import check_decode, check_prefill, check_token_ids
 from .llama_batch import LogitsViews, NumpyBatch, chunk_layout
 from .llama_lib import check_sizes, context_for, default_threads, llama_errors, load_model
 from .llama_seqs import LlamaSeqs
 from .prefix_cache import SlotPrefixes
+from .seams import check_decode, check_prefill, check_token_ids
 from .seq_runs import PaddedStep, pad_gaps, rows_per_pass
 
 DEFAULT_BATCH_TOKENS = 512

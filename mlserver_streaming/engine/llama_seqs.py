@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .kv_cache import NoFreeSlotError, check_slots
 from .prefix_cache import SlotPrefixes
+from .seams import NoFreeSlotError, check_slots
 from .seq_runs import next_move
 
 FULL_STATE = 0  # llama_state_seq_flags: every layer's cells, not only the SWA ones

@@ -12,13 +12,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import HTTP_BAD_REQUEST, HTTP_TOO_MANY_REQUESTS, HTTP_UNAVAILABLE, StreamingError
+from ..errors import (
+    HTTP_BAD_REQUEST,
+    HTTP_NOT_FOUND,
+    HTTP_TOO_MANY_REQUESTS,
+    HTTP_UNAVAILABLE,
+    StreamingError,
+)
 from ..events import FinishReason
-from ..text.generation import Delta
+from ..text.sample.generation import Delta
 
 logger = logging.getLogger(__name__)
 
-HTTP_NOT_FOUND = 404
 HTTP_INTERNAL = 500
 HTTP_GATEWAY_TIMEOUT = 504
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidInput, InvalidParameter
 from ..inputs import INPUT_PROMPT
-from ..text.engine_client import RequestRecord
-from ..text.params import MAX_SEED, PARAMETER_NAMES, random_seed
+from ..text.loaded import TextModel
+from ..text.record import RequestRecord
 from ..text.request import TextRequest
+from ..text.sample.params import MAX_SEED, PARAMETER_NAMES, random_seed
 from .errors import OpenAIError, invalid
 from .streaming import ChoiceStreams
-
-if TYPE_CHECKING:
-    from ..text.runtime import TextGenerator
 
 
 def named_error(
@@ -41,7 +39,7 @@ def named_error(
 
 
 def build_choices(
-    model: TextGenerator,
+    model: TextModel,
     prompt: str,
     raw: Mapping[str, Any],
     n: int,
@@ -61,7 +59,7 @@ def build_choices(
 
 
 async def submit_all(
-    model: TextGenerator, requests: list[TextRequest]
+    model: TextModel, requests: list[TextRequest]
 ) -> tuple[list[RequestRecord], ChoiceStreams]:
     """Submit every choice in one go; if one is refused (at capacity), cancel the others."""
     records: list[RequestRecord] = []

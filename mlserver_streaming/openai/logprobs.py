@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from ..text.generation import Delta
+from ..text.sample.generation import Delta
 from ..text.tokenizer import Decoder
 
 

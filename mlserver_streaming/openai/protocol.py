@@ -11,78 +11,23 @@ OpenAI routes have exactly the V2 path's defaults and limits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator, model_validator
 
 from ..errors import InvalidParameter
 from ..params import check_range
-from ..text.params import MAX_LOGPROBS
+from ..text.sample.params import MAX_LOGPROBS, optional_fields
 from .errors import invalid
+from .neutral import CHAT_NEUTRAL, COMPLETION_NEUTRAL, MESSAGE_NEUTRAL, drop_neutral
 
 MAX_N = 16
 """Choices per request at most; each is its own sequence in the batch (and capacity)."""
-
-
-def _none(value: Any) -> bool:
-    return value is None
-
-
-def _empty(value: Any) -> bool:
-    return value is None or value == [] or value == {}
-
-
-def _zero(value: Any) -> bool:
-    return value is None or value == 0
-
-
-def _false(value: Any) -> bool:
-    return value is None or value is False
-
-
-_PENALTY = "is not supported; repetition_penalty (vLLM's extension) is"
-_NO_TOOLS = "is not supported: this model has no tool calling"
-# field -> (is the value neutral?, why any other value is refused)
-_NEUTRAL_ONLY: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "logit_bias": (_empty, "is not supported"),
-    "presence_penalty": (_zero, _PENALTY),
-    "frequency_penalty": (_zero, _PENALTY),
-    "best_of": (lambda v: v in (None, 1), "is not supported (use n)"),
-    "echo": (_false, "is not supported"),
-    "suffix": (_none, "is not supported (no insertion)"),
-    "tools": (_empty, _NO_TOOLS),
-    "tool_choice": (lambda v: v in (None, "none"), _NO_TOOLS),
-    "parallel_tool_calls": (lambda v: v is None or isinstance(v, bool), _NO_TOOLS),
-    "functions": (_empty, _NO_TOOLS),
-    "function_call": (lambda v: v in (None, "none"), _NO_TOOLS),
-    "response_format": (
-        lambda v: v is None or v == {"type": "text"},
-        "is not supported except {'type': 'text'} (no JSON mode or JSON schema)",
-    ),
-    "continue_final_message": (_false, "is not supported"),
-}
-COMPLETION_NEUTRAL: tuple[str, ...] = ("logit_bias", "presence_penalty", "frequency_penalty")
-COMPLETION_NEUTRAL += ("best_of", "echo", "suffix", "response_format")
-CHAT_NEUTRAL: tuple[str, ...] = ("logit_bias", "presence_penalty", "frequency_penalty", "tools")
-CHAT_NEUTRAL += ("tool_choice", "parallel_tool_calls", "functions", "function_call")
-CHAT_NEUTRAL += ("response_format", "echo", "continue_final_message")
-# What clients echo back on assistant messages: accepted empty, refused otherwise.
-MESSAGE_NEUTRAL = {"tool_calls": _empty, "function_call": _none, "tool_call_id": _none}
-MESSAGE_NEUTRAL |= {"refusal": _none, "audio": _none, "annotations": _empty}
-
-
-def drop_neutral(data: Any, fields: tuple[str, ...], where: str = "") -> Any:
-    """Remove neutral-valued unsupported fields; refuse the field if its value asks for more."""
-    if not isinstance(data, dict):
-        return data
-    kept = dict(data)
-    for name in fields:
-        if name in kept:
-            neutral, why = _NEUTRAL_ONLY[name]
-            if not neutral(kept.pop(name)):
-                raise invalid(f"{name} {why}; got {data[name]!r}.", where + name)
-    return kept
+SAMPLING_FIELDS: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
+SAMPLING_FIELDS += ("seed", "stop", "stream_interval")
+"""Generation parameters both endpoints take under their V2 names; their types come from
+`GenerationParams` (`optional_fields`), their ranges from the model (`RequestParser`)."""
 
 
 def checked_range(name: str, value: int, low: int, high: int) -> None:
@@ -97,6 +42,16 @@ class Strict(BaseModel):
     """Unknown fields fail (pydantic's `extra_forbidden` becomes a 400 naming the field)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def sent(self, names: Sequence[str]) -> dict[str, Any]:
+        """The named fields the client set (None: absent), under their own names."""
+        values = {name: getattr(self, name) for name in names}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+def with_parameters(base: type[Strict], names: Sequence[str]) -> type[Strict]:
+    """`base` with the named generation parameters as optional fields."""
+    return create_model(f"{base.__name__}With", __base__=base, **optional_fields(names))
 
 
 class StreamOptions(Strict):
@@ -118,26 +73,24 @@ class StreamOptions(Strict):
         return value
 
 
-class Sampling(Strict):
-    """The fields both endpoints share; values pass to the model's parameter parser."""
+if TYPE_CHECKING:
+    _SamplingFields = Strict
+else:
+    _SamplingFields = with_parameters(Strict, SAMPLING_FIELDS)
+
+
+class Sampling(_SamplingFields):
+    """The fields both endpoints share; the generation parameters (`SAMPLING_FIELDS`, with
+    vLLM's extensions `top_k`, `repetition_penalty` and `stream_interval`) pass to the
+    model's parameter parser. Choice i of n samples with seed + i (mod 2**63); without a
+    seed each draws its own."""
 
     model: str
     """The loaded text generator's name."""
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    """vLLM's extension."""
-    repetition_penalty: float | None = None
-    """vLLM's extension."""
-    seed: int | None = None
-    """Choice i of n samples with seed + i (mod 2**63); without a seed each draws its own."""
-    stop: str | list[str] | None = None
     n: int = 1
     """Choices, in [1, MAX_N]; each is its own sequence, submitted together."""
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stream_interval: int | None = None
-    """vLLM's extension: tokens per streamed chunk (0 or absent: the server's auto)."""
     user: str | None = None
     """An end-user id (OpenAI uses it for abuse monitoring); accepted, affects nothing."""
 
@@ -155,27 +108,24 @@ class Sampling(Strict):
 
     def sampling_raw(self) -> dict[str, Any]:
         """The shared fields under the V2 parameter names (absent ones left out)."""
-        raw = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repetition_penalty": self.repetition_penalty,
-            "seed": self.seed,
-            "stop": self.stop,
-            "stream_interval": self.stream_interval,
-        }
-        return {key: value for key, value in raw.items() if value is not None}
+        return self.sent(SAMPLING_FIELDS)
 
 
-class CompletionRequest(Sampling):
-    """`POST /v1/completions`."""
+if TYPE_CHECKING:
+    _CompletionFields = Sampling
+    _ChatFields = Sampling
+else:
+    _CompletionFields = with_parameters(Sampling, ("max_tokens", "logprobs"))
+    _ChatFields = with_parameters(Sampling, ("max_tokens",))
+
+
+class CompletionRequest(_CompletionFields):
+    """`POST /v1/completions`. `max_tokens` absent: the model's default (OpenAI's is 16;
+    ours is the V2 default); `logprobs`: the chosen token's logprob plus that many of the
+    most likely, in [0, 20]."""
 
     prompt: str
     """A string, or a list holding one string; token-id prompts are refused."""
-    max_tokens: int | None = None
-    """Absent: the model's default (OpenAI's is 16; ours is the V2 default)."""
-    logprobs: int | None = None
-    """The chosen token's logprob plus the `logprobs` most likely, in [0, 20]."""
 
     @model_validator(mode="before")
     @classmethod
@@ -195,8 +145,7 @@ class CompletionRequest(Sampling):
 
     def raw_parameters(self) -> dict[str, Any]:
         """V2 parameter names → values, for `RequestParser.build`."""
-        raw = {"max_tokens": self.max_tokens, "logprobs": self.logprobs, **self.sampling_raw()}
-        return {key: value for key, value in raw.items() if value is not None}
+        return {**self.sent(("max_tokens", "logprobs")), **self.sampling_raw()}
 
     def field_names(self) -> dict[str, str]:
         """V2 parameter name → the field the client sent (for error messages)."""
@@ -244,13 +193,12 @@ class ChatMessage(BaseModel):
         return message if self.name is None else {**message, "name": self.name}
 
 
-class ChatCompletionRequest(Sampling):
-    """`POST /v1/chat/completions`."""
+class ChatCompletionRequest(_ChatFields):
+    """`POST /v1/chat/completions` (`max_tokens`: OpenAI's deprecated name for
+    `max_completion_tokens`)."""
 
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
-    max_tokens: int | None = None
-    """OpenAI's deprecated name for max_completion_tokens."""
     logprobs: bool = False
     top_logprobs: int | None = None
     """With `logprobs: true`: the k most likely tokens at each step, in [0, 20]."""
@@ -266,8 +214,9 @@ class ChatCompletionRequest(Sampling):
     def _check_chat(self) -> ChatCompletionRequest:
         if not self.messages:
             raise invalid("messages must hold at least one message.", "messages")
-        both = self.max_tokens is not None and self.max_completion_tokens is not None
-        if both and self.max_tokens != self.max_completion_tokens:
+        max_tokens = self.sent(("max_tokens",)).get("max_tokens")
+        both = max_tokens is not None and self.max_completion_tokens is not None
+        if both and max_tokens != self.max_completion_tokens:
             raise invalid(
                 "give max_completion_tokens or max_tokens, not two different values.",
                 "max_tokens",
@@ -285,7 +234,7 @@ class ChatCompletionRequest(Sampling):
     def raw_parameters(self) -> dict[str, Any]:
         """V2 parameter names → values, for `RequestParser.build`."""
         raw = self.sampling_raw()
-        max_tokens = self.max_completion_tokens or self.max_tokens
+        max_tokens = self.max_completion_tokens or self.sent(("max_tokens",)).get("max_tokens")
         if max_tokens is not None:
             raw["max_tokens"] = max_tokens
         if self.logprobs:

@@ -12,34 +12,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import orjson
 from mlserver.handlers import custom_handler
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from ..text.loaded import TEXT_GENERATORS
+from ..sse import sse_response
+from ..text.loaded import TEXT_GENERATORS, TextModel
 from .chat_template import ChatTemplate, no_template
 from .chunks import Head, model_card
 from .errors import OpenAIError, from_exception, invalid, model_not_found
 from .generate import build_choices, submit_all
 from .logprobs import TokenStrings
 from .protocol import ChatCompletionRequest, CompletionRequest, Sampling
-from .responses import ChatRenderer, CompletionRenderer, Renderer, stream_events, unary
-from .streaming import keepalive_interval
+from .render import ChatRenderer, CompletionRenderer, Renderer, stream_events, unary
 
 if TYPE_CHECKING:
     from ..text.model_folder import ModelFolder
-    from ..text.runtime import TextGenerator
-
-"""The loaded text generators, by name: what the `model` field of a request picks from."""
 
 MODELS_PATH = "/v1/models"
 COMPLETIONS_PATH = "/v1/completions"
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @dataclass(frozen=True)
@@ -74,17 +70,24 @@ async def read_body(request: Request, model_class: type[BaseModel]) -> Any:
     return model_class.model_validate(data)
 
 
-def loaded(name: str) -> TextGenerator:
+class OpenAIModel(TextModel, Protocol):
+    """A text generator with the OpenAI routes (every registered one: the routes are a
+    mixin of the runtime class)."""
+
+    openai_state: OpenAIState
+
+
+def loaded(name: str) -> OpenAIModel:
     """The loaded text generator a request names (404 otherwise)."""
     model = TEXT_GENERATORS.get(name)
     if model is None:
         raise model_not_found(name, TEXT_GENERATORS.names())
-    return model
+    return cast(OpenAIModel, model)
 
 
 async def serve(
     body: Sampling,
-    model: TextGenerator,
+    model: OpenAIModel,
     prompt: str,
     raw: dict[str, Any],
     names: dict[str, str],
@@ -96,8 +99,7 @@ async def serve(
     records, streams = await submit_all(model, requests)
     render = renderer(Head(body.model, chat), model.openai_state.strings)
     if body.stream:
-        events = stream_events(render, records, streams, body.include_usage, keepalive_interval())
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return sse_response(stream_events(render, records, streams, body.include_usage))
     return json_response(await unary(render, records, streams))
 
 
@@ -110,7 +112,7 @@ class OpenAIRoutes:
     def prepare_openai(self, folder: ModelFolder) -> None:
         """Read the chat template (a broken one fails the load); call in `load` before
         anything that would need undoing, such as starting the engine."""
-        model = cast("TextGenerator", self)
+        model = cast(TextModel, self)
         template = ChatTemplate.for_model(folder, model.name)
         strings = TokenStrings(model.requests.tokenizer)
         self.openai_state = OpenAIState(template, strings, int(time.time()))
@@ -132,10 +134,11 @@ class OpenAIRoutes:
             body: CompletionRequest = await read_body(request, CompletionRequest)
             model = loaded(body.model)
 
-            def renderer(head: Head, strings: TokenStrings) -> Renderer:
-                return CompletionRenderer(head, strings, body.logprobs)
-
             raw, names = body.raw_parameters(), body.field_names()
+
+            def renderer(head: Head, strings: TokenStrings) -> Renderer:
+                return CompletionRenderer(head, strings, raw.get("logprobs"))
+
             return await serve(body, model, body.prompt, raw, names, renderer)
         except Exception as err:  # noqa: BLE001 - every failure answers in OpenAI's shape
             return error_response(err)

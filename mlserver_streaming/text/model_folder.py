@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from ..engine import GPT2Config, GPT2Engine
 from ..engine.checkpoint import WEIGHTS_FILE
 from ..engine.config import CONFIG_FILE
+from ..engine.seams import Engine
 from ..errors import InvalidSettings
-from .scheduler import Engine
 from .settings import TextGenerationSettings
 from .tokenizer import HFTokenizer, TextTokenizer
 
@@ -205,6 +205,7 @@ class GGUFFolder:
             context_per_slot=context,
             threads=settings.threads,
             unified_kv=settings.kv_unified,
+            prefix_cache=settings.prefix_cache,
         )
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from mlserver.types import InferenceRequest
 
 from ..errors import InvalidInput, InvalidParameter, InvalidSettings
 from ..inputs import INPUT_PROMPT, single_string
-from .params import GenerationParams
+from .sample.params import GenerationParams
 from .settings import TextGenerationSettings
 from .tokenizer import TextTokenizer
 

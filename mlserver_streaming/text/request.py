@@ -14,8 +14,8 @@ from mlserver.types import InferenceRequest
 
 from ..params import request_parameters
 from .model_folder import ModelFolder
-from .params import GenerationParams
 from .prompt import PromptLimits, decode_prompt, encode_prompt
+from .sample.params import GenerationParams
 from .settings import TextGenerationSettings
 from .tokenizer import TextTokenizer
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -10,7 +9,7 @@ from mlserver.types import ResponseOutput
 
 from ..events import ERROR, ERROR_RETRYABLE, ParamValue
 from ..tensors import encode_array, encode_ints, encode_text
-from .generation import Delta
+from .sample.generation import Delta
 
 OUTPUT_TEXT = "text"
 OUTPUT_TOKEN_IDS = "token_ids"
@@ -21,14 +20,6 @@ OUTPUT_TOP_LOGPROBS = "top_logprobs"
 PROMPT_TOKENS = "prompt_tokens"
 COMPLETION_TOKENS = "completion_tokens"
 SEED = "seed"
-
-
-def merge(deltas: Sequence[Delta]) -> Delta:
-    """One delta holding a whole completion (unary predict)."""
-    whole = Delta()
-    for delta in deltas:
-        whole.extend(delta)
-    return whole
 
 
 def delta_outputs(delta: Delta, logprobs: int | None) -> list[ResponseOutput]:

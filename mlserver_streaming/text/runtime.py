@@ -1,9 +1,9 @@
 """The text generation runtime: V2 requests in, streamed text deltas out.
 
 Requests are parsed once at the edge into (prompt ids, GenerationParams) and generated on
-the model's backend: this server's engine core (`local_backend.py`: in its own process, or
+the model's backend: this server's engine core (`streams/local.py`: in its own process, or
 on a thread with `engine_process: false`) or, with a Redis URL, the generation workers
-(`redis_backend.py`). Streamed requests go through `streams.py`: generation appends to a
+(`redis/backend.py`). Streamed requests go through `streams/streams.py`: generation appends to a
 log the client reads, so it can resume; this module keeps the calls and unary predict.
 """
 
@@ -22,20 +22,21 @@ from ..openai.routes import OpenAIRoutes
 from ..playground.routes import PlaygroundRoutes
 from ..serving import check_streaming_server
 from ..settings import parse_extra
-from .engine_client import EngineClient, RequestRecord, read_deltas
-from .engine_core import EngineSpec
-from .event_log import MemoryEventLog
-from .generation import Delta
+from .core.engine_core import EngineSpec
+from .drivers.client import EngineClient
+from .drivers.metrics import GenerationMetrics
 from .loaded import TEXT_GENERATORS
-from .local_backend import LocalBackend
-from .metrics import GenerationMetrics
 from .model_folder import open_model_folder
-from .redis_backend import RedisBackend, redis_url
+from .record import RequestRecord, read_deltas
+from .redis.backend import RedisBackend, redis_url
 from .request import RequestParser, TextRequest
-from .responses import delta_outputs, final_parameters, merge
+from .responses import delta_outputs, final_parameters
+from .sample.generation import Delta, merge
 from .settings import TextGenerationSettings
-from .stream_routes import StreamRoutes
-from .streams import EMPTY_OUTPUTS, Backend, Streams
+from .streams.event_log import MemoryEventLog
+from .streams.local import LocalBackend
+from .streams.routes import StreamRoutes
+from .streams.streams import EMPTY_OUTPUTS, Backend, Streams
 
 
 class TextGenerator(OpenAIRoutes, StreamRoutes, PlaygroundRoutes, MLModel):

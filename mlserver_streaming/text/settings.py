@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
-from ..errors import InvalidParameter, InvalidSettings
+from ..errors import InvalidParameter, InvalidSettings, ServerAtCapacity
 from ..settings import RuntimeSettings
-from .params import PARAMETER_NAMES, GenerationParams, normalise
+from .sample.params import GenerationParams, normalise, optional_fields
 
 
-class GenerationDefaults(RuntimeSettings):
-    """A model's default generation parameters; a request's own values override them.
-    Each has the range of the request parameter of the same name (`GenerationParams`)."""
+def check_capacity(waiting: int, max_waiting: int, max_running: int) -> None:
+    """The one capacity rule, in this process and in Redis mode alike: a request is
+    refused (retryable) while `max_waiting` requests wait for a running slot."""
+    if waiting >= max_waiting:
+        raise ServerAtCapacity(
+            f"server at capacity: {waiting} requests waiting "
+            f"(max_waiting={max_waiting}, max_running={max_running}); retry later."
+        )
 
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    repetition_penalty: float | None = None
-    logprobs: int | None = None
-    stream_interval: int | None = None
+
+class _Defaults(RuntimeSettings):
+    """A model's default generation parameters, one optional field per request parameter
+    (`GenerationParams`, with its range); a request's own values override them."""
 
     def values(self) -> dict[str, Any]:
         """The set defaults as typed parameter values (one stop string becomes a tuple)."""
         return normalise(self.model_dump(exclude_none=True))
 
 
-assert tuple(GenerationDefaults.model_fields) == PARAMETER_NAMES
+if TYPE_CHECKING:
+    GenerationDefaults = _Defaults
+else:
+    GenerationDefaults = create_model("GenerationDefaults", __base__=_Defaults, **optional_fields())
 
 
 class TextGenerationSettings(RuntimeSettings):
@@ -91,6 +94,11 @@ class TextGenerationSettings(RuntimeSettings):
     walks the cells of all of them (a 32-slot decode step 1.3x as long at 88M); split
     attends over its own cells only and batches runs of consecutive slots, so the engine
     pads short gaps between decoding slots (engine/seq_runs.py)."""
+    prefix_cache: bool = True
+    """llama.cpp: a finished sequence's slot keeps its KV cells, and a new prompt takes the
+    free slot holding its longest prefix (or copies it from a running one), so a repeated
+    system prompt or conversation is not prefilled again. False clears a slot at release:
+    no request's cells outlive it (numpy GPT-2 folders have no prefix cache)."""
     resume_retention_s: float = Field(300.0, ge=0, le=86_400)
     """How long a stream's events are kept after its final event, for `resume` (seconds)."""
     resume_max_streams: int = Field(1024, ge=1, le=1_000_000)
@@ -121,8 +129,8 @@ class TextGenerationSettings(RuntimeSettings):
     def checked_defaults(self, model_name: str) -> dict[str, Any]:
         """The defaults as typed values, checked like a request's at load: a bad default
         fails the load (InvalidSettings naming the model and the key), not every request."""
-        values = self.defaults.values()
         try:
+            values = self.defaults.values()
             GenerationParams.from_request({}, values, self.max_tokens_cap)
         except InvalidParameter as err:
             raise InvalidSettings(f"model {model_name!r}: parameters.extra.defaults.{err}") from err

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from mlserver_streaming.openai.streaming import KEEPALIVE_ENV
+from mlserver_streaming.sse import KEEPALIVE_ENV
 
 from .clients import TIMEOUT
 from .conftest import MODEL_REPO

@@ -20,7 +20,7 @@ import pytest
 import redis
 from httpx_sse import aconnect_sse
 
-from mlserver_streaming.text.redis_codec import GROUP, model_keys
+from mlserver_streaming.text.redis.codec import GROUP, model_keys
 
 from ..redis_server import RedisServer, running_redis
 from .clients import TIMEOUT, params_of
