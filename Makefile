@@ -14,6 +14,28 @@ PYTEST_ARGS ?=
 # reads these flags from here.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF -DGGML_CCACHE=OFF
 
+# bash, so an install recipe can `set -o pipefail`: a progress filter after pip never hides
+# pip's failure.
+SHELL := /bin/bash
+
+# llama-cpp-python is installed in a step of its own, before the rest, so that its source build
+# (the slow part of a first `make serve`) shows progress: pip -v prints the build's progress
+# lines (cmake's "[ 42%] Building ...", or ninja's "[57/190] Building ..."), of which the filter
+# prints one per 10% and pip's errors; everything goes to LLAMA_LOG. The version is the one the
+# llama extra pins in pyproject.toml.
+LLAMA_LOG := $(VENV)/llama-build.log
+LLAMA_PROGRESS := awk 'function show() { if (p >= next_p) { printf "  llama-cpp-python build: %d%%\n", p; fflush(); next_p = p - p % 10 + 10 } } \
+	/^ *\[ *[0-9]+%\]/ { s = $$0; sub(/^ *\[ */, "", s); p = s + 0; show() } \
+	/^ *\[[0-9]+\/[0-9]+\]/ { s = $$0; sub(/^ *\[/, "", s); split(s, n, /[\/\]]/); p = int(100 * n[1] / n[2]); show() } \
+	/^(ERROR|error)|Successfully (built|installed)/ { print "  " $$0; fflush() }'
+define install_llama
+	@echo "building llama-cpp-python from source (5-20 min on 2 cores; built once, then cached by pip; full log: $(LLAMA_LOG))..."
+	@set -o pipefail; CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip install -v "$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)" 2>&1 \
+		| tee $(LLAMA_LOG) | $(LLAMA_PROGRESS) \
+		|| { echo "llama-cpp-python failed to install; the end of $(LLAMA_LOG):"; tail -n 40 $(LLAMA_LOG); exit 1; }
+endef
+
 .PHONY: serve serve-cluster test check format bench models clean
 
 $(BIN)/python:
@@ -21,13 +43,21 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Serving installs the llama extra too: model-repo's shakespeare-gguf runs on llama.cpp (the
-# first `make serve` builds it, 5-8 minutes on 2 cores), and a model that fails to load at
+# first `make serve` builds it, 5-20 minutes on 2 cores), and a model that fails to load at
 # start-up stops `mlserver start`.
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing mlserver-streaming and its dependencies (a minute or two)..."
+	$(BIN)/pip install --quiet -e .
+	$(install_llama)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[llama]"
+	@echo "installed; $(BIN)/mlserver is ready"
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing mlserver-streaming and its dependencies (a minute or two)..."
+	$(BIN)/pip install --quiet -e .
+	$(install_llama)
+	@echo "installing the test and dev tools (torch, transformers, openai, tritonclient, ruff, mypy: a few minutes)..."
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(SERVE_STAMP)
 
@@ -56,7 +86,7 @@ redis:
 
 ## serve-cluster: Redis mode on one machine: redis-server, two workers per text model, MLServer
 # Ports: MLSERVER_*_PORT for MLServer, REDIS_PORT (default 6379) for Redis; logs in .cluster/.
-# Ctrl-C stops everything. Past one machine: see the README's "Redis mode".
+# Ctrl-C stops everything. Past one machine: see docs/redis.md.
 REDIS_PORT ?= 6379
 CLUSTER_WORKERS ?= 2
 serve-cluster: $(SERVE_STAMP) redis

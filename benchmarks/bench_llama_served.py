@@ -168,7 +168,7 @@ def key_json(item: str) -> tuple[str, object]:
 
 def shipped_kv_unified() -> bool:
     """The KV layout shakespeare-gguf ships with (its model-settings.json). The 88M file is
-    not shipped: it runs on the setting's default (split since session 7), as any GGUF
+    not shipped: it runs on the setting's default (split since 331040a, 2026-12-02), as any GGUF
     folder would."""
     shipped = json.loads((SHAKESPEARE_GGUF / "f16" / "model-settings.json").read_text())
     return bool(shipped["parameters"]["extra"].get("kv_unified", True))
