@@ -10,6 +10,7 @@ no keep-alives; it is not ours to change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -52,55 +53,57 @@ def id_event(event_id: int, data: bytes) -> bytes:
 
 
 _END = object()
+READ_AHEAD = 16
+"""Events read ahead of a slow client at most; past it the reader waits (back-pressure)."""
 
 
 async def with_keepalive(lines: AsyncIterator[bytes], every: float | None) -> AsyncIterator[bytes]:
-    """`lines`, with a keep-alive comment after each `every` seconds without one.
+    """`lines`, with a keep-alive comment after each `every` seconds without a line.
 
-    One task reads `lines` into a queue of one (a slow client still holds the reader
-    back); the writer waits on the queue under a timeout, so an event costs one queue
-    hand-over. Leaving early closes `lines` (the reader is cancelled)."""
+    One task reads `lines` into a short queue; one timer, re-armed from the time of the
+    last line sent, puts a keep-alive in when the writer has waited `every` seconds, so an
+    event costs a queue hand-over and no timer of its own. Leaving early closes `lines`."""
     if every is None:
         async for line in lines:
             yield line
         return
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=READ_AHEAD)
     reader = asyncio.create_task(_read_into(lines, queue))
+    last = loop.time()
+    timer: asyncio.TimerHandle
+
+    def tick() -> None:
+        nonlocal timer
+        now = loop.time()
+        if queue.empty() and now - last >= every:  # the writer waits: wake it with a comment
+            queue.put_nowait(KEEPALIVE)
+        # Due `every` after the last line sent (a line queued now is sent at once).
+        timer = loop.call_at(last + every if queue.empty() else now + every, tick)
+
+    timer = loop.call_at(last + every, tick)
     try:
-        while True:
-            item = await _get_or_none(queue, every)
-            if item is None:
-                yield KEEPALIVE
-            elif item is _END:
-                return
-            elif isinstance(item, BaseException):
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, BaseException):
                 raise item
-            else:
-                yield item
+            last = loop.time()
+            yield item
     finally:
+        timer.cancel()
         reader.cancel()
 
 
 async def _read_into(lines: AsyncIterator[bytes], queue: asyncio.Queue[Any]) -> None:
-    try:
-        async for line in lines:
-            await queue.put(line)
-    except Exception as err:  # noqa: BLE001 - re-raised on the writer's side
-        await queue.put(err)
-        return
-    await queue.put(_END)
-
-
-async def _get_or_none(queue: asyncio.Queue[Any], timeout: float) -> Any:
-    """The next item, or None after `timeout` seconds without one (an item that arrives
-    as the timer fires stays queued: `Queue.get` loses nothing when cancelled)."""
-    if not queue.empty():
-        return queue.get_nowait()
-    try:
-        async with asyncio.timeout(timeout):
-            return await queue.get()
-    except TimeoutError:
-        return None
+    # Closed here whatever happens: cancelled while waiting on a full queue (the client
+    # left), `lines` would otherwise keep its cleanup (cancelling a generation) for the GC.
+    async with contextlib.aclosing(lines):  # type: ignore[type-var]
+        try:
+            async for line in lines:
+                await queue.put(line)
+        except Exception as err:  # noqa: BLE001 - re-raised on the writer's side
+            await queue.put(err)
+            return
+        await queue.put(_END)
 
 
 def sse_response(lines: AsyncIterator[bytes]) -> StreamingResponse:

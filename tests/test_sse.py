@@ -12,6 +12,7 @@ from mlserver_streaming.sse import (
     DEFAULT_KEEPALIVE_S,
     KEEPALIVE,
     KEEPALIVE_ENV,
+    READ_AHEAD,
     data_event,
     id_event,
     keepalive_interval,
@@ -97,3 +98,16 @@ def test_events_frame_one_json_object_and_an_id():
     assert data_event({"a": 1}) == b'data: {"a":1}\n\n'
     assert orjson.loads(data_event({"t": "é"})[6:-2]) == {"t": "é"}
     assert id_event(7, b"{}") == b"id: 7\ndata: {}\n\n"
+
+
+async def test_a_reader_held_on_a_full_queue_still_closes_the_source() -> None:
+    source = Source()
+    reading = with_keepalive(source.read(), every=EVERY)
+    for i in range(READ_AHEAD + 2):  # one read, READ_AHEAD queued, one held by the reader
+        source.lines.put_nowait(b"%d\n\n" % i)
+    assert await anext(reading) == b"0\n\n"
+    # The queue is full and the reader holds the next line: the client leaves now.
+    while not source.lines.empty():
+        await asyncio.sleep(0)
+    await reading.aclose()
+    await asyncio.wait_for(source.closed.wait(), timeout=10)
