@@ -1,0 +1,88 @@
+"""Holding generation still: a test pauses a server's text engine processes (SIGSTOP) and
+resumes them (SIGCONT), so "a stream is still running" or "the engine is busy" is a state
+the test controls instead of a race against the machine's speed.
+
+A text generator's engine core runs in a spawned child of the server (`engine_process.py`);
+while it is stopped the server itself keeps answering: it admits or refuses requests
+(capacity is counted in the server), writes keep-alives, sees disconnects and queues
+commands to the engine, which handles them once resumed. A Redis-mode worker is paused as
+its whole process group (the worker and its engine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+SPAWNED = b"multiprocessing.spawn"  # how a spawned child's command line starts it
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def engine_pids(server_pid: int) -> list[int]:
+    """The text engine processes of a running server (one per text generator version)."""
+    pending, engines = [server_pid], []
+    while pending:
+        pid = pending.pop()
+        for child in _children(pid):
+            with contextlib.suppress(OSError):
+                if SPAWNED in Path(f"/proc/{child}/cmdline").read_bytes():
+                    engines.append(child)
+            pending.append(child)
+    return engines
+
+
+class Pause:
+    """Stops and continues processes (or process groups); `resume` runs on leaving."""
+
+    def __init__(self, pids: list[int], groups: bool = False) -> None:
+        assert pids, "no process to pause"
+        self.pids = pids
+        self._kill: Callable[[int, int], None] = os.killpg if groups else os.kill
+        self.paused = False
+
+    @classmethod
+    def engines_of(cls, server) -> Pause:
+        return cls(engine_pids(server.pid))
+
+    def pause(self) -> None:
+        for pid in self.pids:
+            self._kill(pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                self._kill(pid, signal.SIGCONT)
+        self.paused = False
+
+    def step(self, seconds: float = 0.002) -> None:
+        """Let the processes run for about `seconds` (a token or a few), then stop them."""
+        self.resume()
+        time.sleep(seconds)
+        self.pause()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Pause]:
+        """Paused inside the block, running again after it (whatever happens)."""
+        self.pause()
+        try:
+            yield self
+        finally:
+            self.resume()
+
+    def __enter__(self) -> Pause:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.resume()
