@@ -11,6 +11,7 @@ its whole process group (the worker and its engine).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -86,3 +87,23 @@ class Pause:
 
     def __exit__(self, *exc: object) -> None:
         self.resume()
+
+
+WAIT_S = 60.0
+
+
+async def run_until(
+    paused: Pause, condition: Callable[[], object], what: str, step_s: float = 0.002
+) -> None:
+    """Let paused processes run `step_s` at a time until `condition()` holds, and leave
+    them paused: they can only have gone a step or so past what `condition` saw (a stream
+    is then a few tokens past it, however fast or slow the machine)."""
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not condition():
+                paused.resume()
+                await asyncio.sleep(step_s)
+                paused.pause()
+                await asyncio.sleep(0.02)  # what they produced reaches the client meanwhile
+    except TimeoutError:
+        raise AssertionError(f"not within {WAIT_S} s: {what}") from None

@@ -15,7 +15,7 @@ from mlserver_streaming.openai.streaming import KEEPALIVE_ENV
 
 from .clients import TIMEOUT
 from .conftest import MODEL_REPO
-from .engines import Pause
+from .engines import Pause, run_until
 from .server import Server, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -93,18 +93,6 @@ class Lines:
         lines = await self.task
         assert self.status == 200
         return lines
-
-
-async def run_until(engine: Pause, condition: Callable[[], object], what: str) -> None:
-    """Let the paused engine run a few milliseconds at a time until `condition()` holds,
-    then leave it paused: it can only have generated a few tokens more than were seen."""
-    async with asyncio.timeout(WAIT_S):
-        while not condition():
-            engine.resume()
-            await asyncio.sleep(0.002)
-            engine.pause()
-            await asyncio.sleep(0.02)  # what it generated reaches the client meanwhile
-    assert condition(), what
 
 
 LONG = {"model": MODEL, "prompt": "ROMEO:\n", "max_tokens": 250, "seed": 1}

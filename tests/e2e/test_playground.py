@@ -139,8 +139,9 @@ def test_text_grows_while_streaming_and_stop_frees_the_sequence(browser, server)
         "the server to free the sequence",
     )
     wait_for(
-        lambda: asyncio.run(metric(server, FINISHED, finished_reason="cancelled"))
-        > cancelled_before,
+        lambda: (
+            asyncio.run(metric(server, FINISHED, finished_reason="cancelled")) > cancelled_before
+        ),
         "the sequence to be counted as cancelled",
     )
     cancelled = asyncio.run(metric(server, FINISHED, finished_reason="cancelled"))
