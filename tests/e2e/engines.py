@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import time
@@ -92,15 +93,23 @@ class Pause:
 WAIT_S = 60.0
 
 
+async def holds(condition: Callable[[], object]) -> bool:
+    """`condition()`, awaited if it is a coroutine."""
+    value = condition()
+    if inspect.isawaitable(value):
+        value = await value
+    return bool(value)
+
+
 async def run_until(
     paused: Pause, condition: Callable[[], object], what: str, step_s: float = 0.002
 ) -> None:
-    """Let paused processes run `step_s` at a time until `condition()` holds, and leave
-    them paused: they can only have gone a step or so past what `condition` saw (a stream
-    is then a few tokens past it, however fast or slow the machine)."""
+    """Let paused processes run `step_s` at a time until `condition()` (maybe async) holds,
+    and leave them paused: they can only have gone a step or so past what `condition` saw
+    (a stream is then a few tokens past it, however fast or slow the machine)."""
     try:
         async with asyncio.timeout(WAIT_S):
-            while not condition():
+            while not await holds(condition):
                 paused.resume()
                 await asyncio.sleep(step_s)
                 paused.pause()

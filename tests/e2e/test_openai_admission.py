@@ -7,13 +7,12 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 
-import httpx
 import openai
 import pytest
 
 from mlserver_streaming.openai.streaming import KEEPALIVE_ENV
 
-from .clients import TIMEOUT
+from .clients import LineReader
 from .conftest import MODEL_REPO
 from .engines import Pause, run_until
 from .server import Server, running_server
@@ -25,7 +24,6 @@ MODEL = "shakespeare"
 # races it: the tests pause the engine before a stream could reach its end (engines.py).
 DEADLINE_S = 2.0
 KEEPALIVE_S = 0.03
-WAIT_S = 60.0
 
 
 def one_slot_repo(repo, **extra) -> object:
@@ -58,43 +56,7 @@ def one_slot_no_deadline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield server
 
 
-class Lines:
-    """An SSE response read in the background: every non-empty line, comments included."""
-
-    def __init__(self, server: Server, body: dict) -> None:
-        self.lines: list[str] = []
-        self.status: int | None = None
-        self.task = asyncio.create_task(self._read(server, body))
-
-    async def _read(self, server: Server, body: dict) -> list[str]:
-        async with (
-            httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
-            client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response,
-        ):
-            self.status = response.status_code
-            async for line in response.aiter_lines():
-                if line:
-                    self.lines.append(line)
-        return self.lines
-
-    def data(self) -> list[str]:
-        return [line for line in self.lines if line.startswith("data: ")]
-
-    async def until(self, condition: Callable[[], object], what: str) -> None:
-        """Wait for `condition()`; fail if the response ends first or it never holds."""
-        async with asyncio.timeout(WAIT_S):
-            while not condition():
-                if self.task.done():
-                    await self.task  # raises if reading failed
-                    raise AssertionError(f"the stream ended before {what}: {self.lines}")
-                await asyncio.sleep(0.01)
-
-    async def done(self) -> list[str]:
-        lines = await self.task
-        assert self.status == 200
-        return lines
-
-
+COMPLETIONS = "/v1/completions"
 LONG = {"model": MODEL, "prompt": "ROMEO:\n", "max_tokens": 250, "seed": 1}
 
 
@@ -107,9 +69,9 @@ async def first_tokens_then_past_the_deadline(engine: Pause, tokens_seen: Callab
 
 async def test_past_the_deadline_the_error_arrives_in_band_then_done(one_slot):
     with Pause.engines_of(one_slot).held() as engine:
-        stream = Lines(one_slot, LONG)
+        stream = LineReader(one_slot.http_url, COMPLETIONS, {**LONG, "stream": True})
         await first_tokens_then_past_the_deadline(engine, stream.data)
-    lines = await stream.done()
+    lines = await stream.result()
     data = [line for line in lines if line.startswith("data: ")]
     assert data[-1] == "data: [DONE]"
     error = json.loads(data[-2][len("data: ") :])["error"]
@@ -139,17 +101,17 @@ async def test_a_queued_stream_gets_keepalives_and_a_full_one_gets_429(one_slot_
     # The occupant has the one slot and has begun; with the engine paused it cannot end, so
     # the next stream waits for as long as the test needs.
     with Pause.engines_of(server).held() as engine:
-        occupant = Lines(server, LONG)
+        occupant = LineReader(server.http_url, COMPLETIONS, {**LONG, "stream": True})
         await run_until(engine, occupant.data, "the occupant's first token")
-        queued = Lines(server, {**LONG, "max_tokens": 2})
+        queued = LineReader(server.http_url, COMPLETIONS, {**LONG, "max_tokens": 2, "stream": True})
         await queued.until(lambda: len(queued.lines) >= 2, "two lines of the queued stream")
         client = openai.AsyncOpenAI(base_url=server.http_url + "/v1", api_key="-", max_retries=0)
         with pytest.raises(openai.RateLimitError) as refused:
             await client.completions.create(model=MODEL, prompt="x", max_tokens=2)
     assert refused.value.response.headers["retry-after"] == "1"
     assert refused.value.body["code"] == "server_at_capacity"
-    lines = await queued.done()
-    assert (await occupant.done())[-1] == "data: [DONE]"
+    lines = await queued.result()
+    assert (await occupant.result())[-1] == "data: [DONE]"
     first_data = next(i for i, line in enumerate(lines) if line.startswith("data: "))
     assert first_data >= 2 and set(lines[:first_data]) == {": keep-alive"}
     assert lines[-1] == "data: [DONE]"
