@@ -3,7 +3,6 @@ async, streaming and not) against every text generator, and over raw HTTP chunk 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -11,8 +10,9 @@ import httpx
 import openai
 import pytest
 
-from .clients import TIMEOUT, metric
+from .clients import TIMEOUT, LineReader, metric
 from .conftest import MODEL_REPO
+from .engines import Pause, run_until
 from .openai_models import TextModel, text_generators
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -144,20 +144,18 @@ async def test_disconnect_cancels_the_sequence_and_openai_is_counted(server):
     cancelled = "mlserver_streaming:request_success_total"
     before = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
     body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 250, "stream": True}
-    async with (
-        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
-        client.stream("POST", "/v1/completions", json=body) as response,
-    ):
-        received = 0
-        async for line in response.aiter_lines():
-            received += line.startswith("data: {")
-            if received == 3:
-                break  # leaving the block closes the connection mid-stream
     running = "mlserver_streaming:num_requests_running"
-    deadline = time.monotonic() + 10
-    while await metric(server, running, model_name="shakespeare") > 0:
-        assert time.monotonic() < deadline, "sequence still running after disconnect"
-        await asyncio.sleep(0.02)
+
+    async def stopped() -> bool:
+        return await metric(server, running, model_name="shakespeare") == 0
+
+    # The engines run a few ms at a time: the sequence is mid-way when the client leaves.
+    with Pause.engines_of(server).held() as engines:
+        reader = LineReader(server.http_url, "/v1/completions", body)
+        await run_until(engines, reader.has_data(3), "three chunks")
+        lines = await reader.disconnect()  # closes the connection mid-stream
+        await run_until(engines, stopped, "the sequence to stop after the disconnect")
+    assert "data: [DONE]" not in lines
     after = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
     assert after == before + 1
 

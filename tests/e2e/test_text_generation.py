@@ -13,6 +13,7 @@ from httpx_sse import aconnect_sse
 
 from .clients import (
     TIMEOUT,
+    SSEReader,
     grpc_infer,
     grpc_stream,
     metric,
@@ -20,6 +21,7 @@ from .clients import (
     sse_events,
     to_grpc,
 )
+from .engines import Pause, run_until
 
 pytestmark = pytest.mark.e2e
 
@@ -238,20 +240,18 @@ async def test_disconnect_stops_generation_for_that_sequence(server):
     cancelled_before = await metric(
         server, "mlserver_streaming:request_success_total", finished_reason="cancelled"
     )
-    async with (
-        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
-        aconnect_sse(client, "POST", STREAM, json=request(max_tokens=200, seed=3)) as source,
-    ):
-        received = 0
-        async for sse in source.aiter_sse():
-            assert not params_of(json.loads(sse.data)).get("final"), sse.data
-            received += 1
-            if received == 3:
-                break  # leaving the block closes the connection mid-stream
-    deadline = time.monotonic() + 10
-    while await metric(server, "mlserver_streaming:num_requests_running", model_name=MODEL) > 0:
-        assert time.monotonic() < deadline, "sequence still running after disconnect"
-        await asyncio.sleep(0.05)
+    running = "mlserver_streaming:num_requests_running"
+
+    async def stopped() -> bool:
+        return await metric(server, running, model_name=MODEL) == 0
+
+    # The engines run a few ms at a time: the sequence is mid-way when the client leaves.
+    with Pause.engines_of(server).held() as engines:
+        reader = SSEReader(server.http_url, STREAM, request(max_tokens=200, seed=3))
+        await run_until(engines, reader.has(3), "three events")
+        received = await reader.disconnect()  # closes the connection mid-stream
+        await run_until(engines, stopped, "the sequence to stop after the disconnect")
+    assert not any(params_of(event).get("final") for event in received), received
     tokens = await metric(server, generated, model_name=MODEL)
     await asyncio.sleep(0.5)
     assert await metric(server, generated, model_name=MODEL) == tokens
