@@ -3,6 +3,7 @@ async, streaming and not) against every text generator, and over raw HTTP chunk 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 
@@ -51,9 +52,26 @@ def test_sync_completion_unary_and_stream_agree(server, model):
     assert unary.object == "text_completion" and unary.id.startswith("cmpl-")
     assert unary.choices[0].finish_reason in ("length", "stop")
     assert unary.usage is not None and unary.usage.completion_tokens <= 40
-    chunks = list(
-        client.completions.create(**params, stream=True, stream_options={"include_usage": True})
-    )
+    # The engines run a few ms at a time while the stream is read: its tokens come in
+    # several chunks even when this machine is too busy to read each as it comes (a backlog
+    # is sent as one chunk).
+    with (
+        Pause.engines_of(server).held() as engines,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        reading = pool.submit(
+            lambda: list(
+                client.completions.create(
+                    **params, stream=True, stream_options={"include_usage": True}
+                )
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not reading.done():
+            assert time.monotonic() < deadline, "the stream did not end"
+            engines.step()
+            time.sleep(0.02)
+    chunks = reading.result()
     *content, usage = chunks
     assert usage.choices == [] and usage.usage == unary.usage
     assert len({c.id for c in chunks}) == 1 and all(c.model == model.name for c in chunks)
