@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import grpc
 import httpx
@@ -19,6 +20,7 @@ from .clients import (
     metric,
     params_of,
     sse_events,
+    stream_opened,
     to_grpc,
 )
 from .engines import Pause, run_until
@@ -312,10 +314,18 @@ async def timed_events(base_url: str, body: dict) -> tuple[list[dict], list[floa
 async def test_seeded_text_is_the_same_alone_and_beside_31_other_streams(server):
     body = request("PORTIA:", max_tokens=24, seed=1234, temperature=0.9)
     alone = summary(await sse_events(server.http_url, STREAM, body))
-    others = [
-        timed_events(server.http_url, request("BRUTUS:", max_tokens=40, seed=i)) for i in range(31)
-    ]
-    (target, times), *rest = await asyncio.gather(timed_events(server.http_url, body), *others)
+    bodies = [body] + [request("BRUTUS:", max_tokens=40, seed=i) for i in range(31)]
+    ids = [f"beside-{uuid.uuid4().hex}" for _ in bodies]
+    # All 32 are in (their streams open) before the paused engine takes any: they start
+    # together, however long this machine takes to send them.
+    with Pause.engines_of(server).held():
+        streams = [{**b, "id": i} for b, i in zip(bodies, ids, strict=True)]
+        reading = asyncio.gather(*(timed_events(server.http_url, b) for b in streams))
+        async with asyncio.timeout(60):
+            for stream_id in ids:
+                while not await stream_opened(server.http_url, stream_id):
+                    await asyncio.sleep(0.02)
+    (target, times), *rest = await reading
     assert summary(target)[:2] == alone[:2]
     # The others really ran beside it: most of them streamed while the target did.
     overlapping = [ts for _, ts in rest if ts[0] < times[-1] and ts[-1] > times[0]]
