@@ -110,9 +110,9 @@ async def run_until(
     try:
         async with asyncio.timeout(WAIT_S):
             while not await holds(condition):
-                paused.resume()
-                await asyncio.sleep(step_s)
-                paused.pause()
+                # Blocking, not awaited: no other task of this loop (a client parsing what
+                # came) can stretch the step while the processes run.
+                paused.step(step_s)
                 await asyncio.sleep(0.02)  # what they produced reaches the client meanwhile
     except TimeoutError:
         raise AssertionError(f"not within {WAIT_S} s: {what}") from None
