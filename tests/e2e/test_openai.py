@@ -3,6 +3,7 @@ async, streaming and not) against every text generator, and over raw HTTP chunk 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import time
@@ -142,15 +143,24 @@ def test_sdk_errors_name_the_field(server):
 async def test_raw_sse_arrives_chunk_by_chunk(server):
     body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 60, "stream": True}
     arrivals: list[tuple[float, str]] = []
-    async with (
-        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
-        client.stream("POST", "/v1/completions", json=body) as response,
-    ):
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        async for line in response.aiter_lines():
-            if line:
-                arrivals.append((time.monotonic(), line))
+
+    async def read() -> None:
+        async with (
+            httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
+            client.stream("POST", "/v1/completions", json=body) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line:
+                    arrivals.append((time.monotonic(), line))
+
+    # The engines run a few ms at a time: tokens come apart even when this machine is too
+    # busy to read each as it comes (a backlog is sent as one chunk).
+    with Pause.engines_of(server).held() as engines:
+        reading = asyncio.ensure_future(read())
+        await run_until(engines, reading.done, "the stream's end")
+    await reading
     lines = [line for _, line in arrivals]
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
     events = [json.loads(line[6:]) for line in lines[:-1]]
