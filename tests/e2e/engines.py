@@ -45,28 +45,26 @@ def engine_pids(server_pid: int) -> list[int]:
 
 
 class Pause:
-    """Stops and continues processes (or process groups); `resume` runs on leaving."""
+    """Stops and continues processes (or whole process groups)."""
 
     def __init__(self, pids: list[int], groups: bool = False) -> None:
         assert pids, "no process to pause"
         self.pids = pids
         self._kill: Callable[[int, int], None] = os.killpg if groups else os.kill
-        self.paused = False
 
     @classmethod
     def engines_of(cls, server) -> Pause:
+        """Every text engine of a running `Server` (all its text generators)."""
         return cls(engine_pids(server.pid))
 
     def pause(self) -> None:
         for pid in self.pids:
             self._kill(pid, signal.SIGSTOP)
-        self.paused = True
 
     def resume(self) -> None:
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
                 self._kill(pid, signal.SIGCONT)
-        self.paused = False
 
     def step(self, seconds: float = 0.002) -> None:
         """Let the processes run for about `seconds` (a token or a few), then stop them."""
@@ -82,12 +80,6 @@ class Pause:
             yield self
         finally:
             self.resume()
-
-    def __enter__(self) -> Pause:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.resume()
 
 
 WAIT_S = 60.0
