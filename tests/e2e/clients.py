@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -12,6 +14,8 @@ import mlserver.grpc.dataplane_pb2_grpc as dataplane
 from httpx_sse import aconnect_sse
 from mlserver.grpc import converters
 from mlserver.types import InferenceRequest, InferenceResponse
+
+from .engines import holds
 
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
@@ -33,6 +37,121 @@ async def sse_events(base_url: str, path: str, body: dict[str, Any]) -> list[dic
     ):
         source.response.raise_for_status()
         return [json.loads(sse.data) async for sse in source.aiter_sse()]
+
+
+class SSEReader:
+    """An SSE stream read in the background: each event's JSON as it arrives, so a test can
+    wait for a number of events, then do something while the stream is still open."""
+
+    WAIT_S = 60.0
+
+    def __init__(self, base_url: str, path: str, body: dict[str, Any] | None = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.task = asyncio.ensure_future(self._read(base_url, path, body))
+
+    async def _read(self, base_url: str, path: str, body: dict[str, Any] | None):
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client,
+            aconnect_sse(client, "POST", path, json=body) as source,
+        ):
+            source.response.raise_for_status()
+            async for sse in source.aiter_sse():
+                self.events.append(json.loads(sse.data))
+        return self.events
+
+    def has(self, count: int) -> Callable[[], bool]:
+        """A condition: `count` events (or the stream's end) have arrived."""
+        return lambda: len(self.events) >= count or self.task.done()
+
+    async def until(self, condition: Callable[[], object], what: str) -> None:
+        """Wait for `condition()` (maybe async); fail if the stream ends first or it never holds."""
+        try:
+            async with asyncio.timeout(self.WAIT_S):
+                while not await holds(condition):
+                    if self.task.done():
+                        await self.task  # raises if reading failed
+                        raise AssertionError(f"the stream ended before {what}: {self.events}")
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise AssertionError(f"not within {self.WAIT_S} s: {what}") from None
+
+    async def result(self) -> list[dict[str, Any]]:
+        """Every event, once the stream has ended."""
+        return await self.task
+
+    async def disconnect(self) -> list[dict[str, Any]]:
+        """Close the connection now (the server sees the client leave); the events so far."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return self.events
+
+
+class LineReader:
+    """A POSTed SSE response read in the background as raw lines (comments included, empty
+    lines left out), for the OpenAI routes."""
+
+    WAIT_S = 60.0
+
+    def __init__(self, base_url: str, path: str, body: dict[str, Any]) -> None:
+        self.lines: list[str] = []
+        self.status: int | None = None
+        self.task = asyncio.ensure_future(self._read(base_url, path, body))
+
+    async def _read(self, base_url: str, path: str, body: dict[str, Any]) -> list[str]:
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client,
+            client.stream("POST", path, json=body) as response,
+        ):
+            self.status = response.status_code
+            async for line in response.aiter_lines():
+                if line:
+                    self.lines.append(line)
+        return self.lines
+
+    def data(self) -> list[str]:
+        """The `data: ` lines so far."""
+        return [line for line in self.lines if line.startswith("data: ")]
+
+    def has_data(self, count: int) -> Callable[[], bool]:
+        """A condition: `count` data lines (or the response's end) have arrived."""
+        return lambda: len(self.data()) >= count or self.task.done()
+
+    async def until(self, condition: Callable[[], object], what: str) -> None:
+        """Wait for `condition()` (maybe async); fail if the response ends first or it
+        never holds."""
+        try:
+            async with asyncio.timeout(self.WAIT_S):
+                while not await holds(condition):
+                    if self.task.done():
+                        await self.task  # raises if reading failed
+                        raise AssertionError(f"the stream ended before {what}: {self.lines}")
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise AssertionError(f"not within {self.WAIT_S} s: {what}") from None
+
+    async def result(self) -> list[str]:
+        """Every line, once the response has ended with status 200."""
+        lines = await self.task
+        assert self.status == 200
+        return lines
+
+    async def disconnect(self) -> list[str]:
+        """Close the connection now (the server sees the client leave); the lines so far."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return self.lines
+
+
+async def stream_opened(base_url: str, stream_id: str) -> bool:
+    """Whether the server has opened (admitted) the stream `stream_id`: its GET route
+    answers 200 (its events follow; the connection is dropped unread) rather than 404."""
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client,
+        client.stream("GET", f"/v2/streams/{stream_id}") as response,
+    ):
+        return response.status_code == 200
 
 
 def to_grpc(request: InferenceRequest | dict[str, Any], model: str, version: str | None = None):

@@ -4,6 +4,7 @@ async, streaming and not) against every text generator, and over raw HTTP chunk 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 
@@ -11,8 +12,9 @@ import httpx
 import openai
 import pytest
 
-from .clients import TIMEOUT, metric
+from .clients import TIMEOUT, LineReader, metric
 from .conftest import MODEL_REPO
+from .engines import Pause, run_until
 from .openai_models import TextModel, text_generators
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -51,9 +53,26 @@ def test_sync_completion_unary_and_stream_agree(server, model):
     assert unary.object == "text_completion" and unary.id.startswith("cmpl-")
     assert unary.choices[0].finish_reason in ("length", "stop")
     assert unary.usage is not None and unary.usage.completion_tokens <= 40
-    chunks = list(
-        client.completions.create(**params, stream=True, stream_options={"include_usage": True})
-    )
+    # The engines run a few ms at a time while the stream is read: its tokens come in
+    # several chunks even when this machine is too busy to read each as it comes (a backlog
+    # is sent as one chunk).
+    with (
+        Pause.engines_of(server).held() as engines,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        reading = pool.submit(
+            lambda: list(
+                client.completions.create(
+                    **params, stream=True, stream_options={"include_usage": True}
+                )
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not reading.done():
+            assert time.monotonic() < deadline, "the stream did not end"
+            engines.step()
+            time.sleep(0.02)
+    chunks = reading.result()
     *content, usage = chunks
     assert usage.choices == [] and usage.usage == unary.usage
     assert len({c.id for c in chunks}) == 1 and all(c.model == model.name for c in chunks)
@@ -124,15 +143,24 @@ def test_sdk_errors_name_the_field(server):
 async def test_raw_sse_arrives_chunk_by_chunk(server):
     body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 60, "stream": True}
     arrivals: list[tuple[float, str]] = []
-    async with (
-        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
-        client.stream("POST", "/v1/completions", json=body) as response,
-    ):
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        async for line in response.aiter_lines():
-            if line:
-                arrivals.append((time.monotonic(), line))
+
+    async def read() -> None:
+        async with (
+            httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
+            client.stream("POST", "/v1/completions", json=body) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line:
+                    arrivals.append((time.monotonic(), line))
+
+    # The engines run a few ms at a time: tokens come apart even when this machine is too
+    # busy to read each as it comes (a backlog is sent as one chunk).
+    with Pause.engines_of(server).held() as engines:
+        reading = asyncio.ensure_future(read())
+        await run_until(engines, reading.done, "the stream's end")
+    await reading
     lines = [line for _, line in arrivals]
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
     events = [json.loads(line[6:]) for line in lines[:-1]]
@@ -144,20 +172,18 @@ async def test_disconnect_cancels_the_sequence_and_openai_is_counted(server):
     cancelled = "mlserver_streaming:request_success_total"
     before = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
     body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 250, "stream": True}
-    async with (
-        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
-        client.stream("POST", "/v1/completions", json=body) as response,
-    ):
-        received = 0
-        async for line in response.aiter_lines():
-            received += line.startswith("data: {")
-            if received == 3:
-                break  # leaving the block closes the connection mid-stream
     running = "mlserver_streaming:num_requests_running"
-    deadline = time.monotonic() + 10
-    while await metric(server, running, model_name="shakespeare") > 0:
-        assert time.monotonic() < deadline, "sequence still running after disconnect"
-        await asyncio.sleep(0.02)
+
+    async def stopped() -> bool:
+        return await metric(server, running, model_name="shakespeare") == 0
+
+    # The engines run a few ms at a time: the sequence is mid-way when the client leaves.
+    with Pause.engines_of(server).held() as engines:
+        reader = LineReader(server.http_url, "/v1/completions", body)
+        await run_until(engines, reader.has_data(3), "three chunks")
+        lines = await reader.disconnect()  # closes the connection mid-stream
+        await run_until(engines, stopped, "the sequence to stop after the disconnect")
+    assert "data: [DONE]" not in lines
     after = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
     assert after == before + 1
 

@@ -18,6 +18,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from .clients import metric
+from .engines import Pause
 from .test_classifier_upload import csv_bytes, v2_labels
 
 pytestmark = pytest.mark.e2e
@@ -113,21 +114,35 @@ def test_text_grows_while_streaming_and_stop_frees_the_sequence(browser, server)
     fill(browser, "text-max-tokens", "250")
     fill(browser, "text-seed", "3")  # 250 tokens, no early end
     output = browser.find_element(By.ID, "text-output")
-    browser.find_element(By.ID, "text-send").click()
-    samples = [""]
-    while len(set(samples)) < 5 and state(browser, "text") == "streaming":
-        samples.append(output.text)
-    growth = [b for a, b in zip(samples, samples[1:], strict=False) if b != a]
-    assert len(growth) >= 4, f"the text did not grow step by step: {samples}"
-    assert all(b.startswith(a) for a, b in zip(samples, samples[1:], strict=False)), samples
-    browser.find_element(By.ID, "text-stop").click()
-    wait_for(lambda: state(browser, "text") in ("stopped", "finished"), "the stream to end")
-    assert state(browser, "text") == "stopped", "the completion ended before Stop was pressed"
-    assert len(output.text) >= len(samples[-1])
+    # The engines run only a few milliseconds at a time, between samples: the completion
+    # grows by a token or a few per step and is still streaming when Stop is pressed.
+    with Pause.engines_of(server).held() as engines:
+        browser.find_element(By.ID, "text-send").click()
+        samples = [""]
+        deadline = time.monotonic() + WAIT_S
+        while len(set(samples)) < 5:
+            assert state(browser, "text") == "streaming", samples
+            assert time.monotonic() < deadline, f"the text did not grow: {samples}"
+            engines.step()
+            time.sleep(0.02)  # what the step generated reaches the page meanwhile
+            samples.append(output.text)
+        growth = [b for a, b in zip(samples, samples[1:], strict=False) if b != a]
+        assert len(growth) >= 4, f"the text did not grow step by step: {samples}"
+        assert all(b.startswith(a) for a, b in zip(samples, samples[1:], strict=False)), samples
+        browser.find_element(By.ID, "text-stop").click()
+        wait_for(lambda: state(browser, "text") in ("stopped", "finished"), "the stream to end")
+        assert state(browser, "text") == "stopped", "the completion ended before Stop was pressed"
+        assert len(output.text) >= len(samples[-1])
+    # Resumed: the engine ends the sequence the server cancelled when the page let go.
     wait_for(
         lambda: asyncio.run(metric(server, RUNNING, model_name=TEXT_MODEL)) == 0,
         "the server to free the sequence",
-        timeout=10,
+    )
+    wait_for(
+        lambda: (
+            asyncio.run(metric(server, FINISHED, finished_reason="cancelled")) > cancelled_before
+        ),
+        "the sequence to be counted as cancelled",
     )
     cancelled = asyncio.run(metric(server, FINISHED, finished_reason="cancelled"))
     assert cancelled == cancelled_before + 1

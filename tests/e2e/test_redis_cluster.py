@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -23,11 +24,12 @@ from httpx_sse import aconnect_sse
 from mlserver_streaming.text.redis.codec import GROUP, model_keys
 
 from ..redis_server import RedisServer, running_redis
-from .clients import TIMEOUT, params_of
+from .clients import TIMEOUT, SSEReader, params_of
 from .cluster import Worker, running_workers, start_worker
 from .conftest import one_model_repo
+from .engines import Pause, run_until
 from .server import Server, running_server
-from .test_resume import completion, get_sse, grpc_all, indexes, new_id, resume, sse_all, sse_head
+from .test_resume import completion, get_sse, grpc_all, indexes, new_id, resume, sse_all
 from .test_resume import with_id as with_stream_id
 from .test_text_generation import INFER, MODEL, STREAM, output, request
 
@@ -51,6 +53,11 @@ class Cluster:
 
     def restart_worker(self, index: int) -> None:
         self.workers[index] = start_worker(self.folder, self.redis.url, self.logs, new_name())
+
+
+def paused_workers(cluster: Cluster) -> Pause:
+    """Every worker (its process group: the worker and its engine), to pause and resume."""
+    return Pause([worker.proc.pid for worker in cluster.workers], groups=True)
 
 
 def new_name() -> str:
@@ -134,29 +141,33 @@ async def test_a_dying_workers_streams_continue_on_another_with_the_same_text(cl
         *(sse_all(cluster.a.http_url, seeded(i)) for i in range(count))
     )
     ids = [new_id() for _ in range(count)]
-    heads = await asyncio.gather(
-        *(
-            sse_head(cluster.a.http_url, with_stream_id(seeded(i, background=True), sid), head)
+    # The workers run a few ms at a time until every head is in: then the streams are all
+    # mid-way, whatever the machine's speed, and stay so until a worker is let go again.
+    workers = paused_workers(cluster)
+    with workers.held():
+        readers = [
+            SSEReader(cluster.a.http_url, STREAM, with_stream_id(seeded(i, background=True), sid))
             for i, sid in enumerate(ids)
-        )
-    )
-    busy = {name: n for name, n in owners(cluster.redis.url).items() if n}
-    assert busy, f"the streams ended before a worker could be stopped: {heads}"
-    victim = next(i for i, worker in enumerate(cluster.workers) if worker.name in busy)
-    worker = cluster.workers[victim]
-    os.killpg(worker.proc.pid, how)
+        ]
+        await run_until(workers, lambda: all(r.has(head)() for r in readers), "every head")
+        heads = [(await r.disconnect())[:head] for r in readers]
+        busy = {name: n for name, n in owners(cluster.redis.url).items() if n}
+        assert busy, f"the streams ended before a worker could be stopped: {heads}"
+        victim = next(i for i, worker in enumerate(cluster.workers) if worker.name in busy)
+        worker = cluster.workers[victim]
+        os.killpg(worker.proc.pid, how)  # delivered (SIGTERM handled) once it is continued
+        if how == signal.SIGSTOP:
+            workers.pids.remove(worker.proc.pid)  # it stays paused past its lease
     if how != signal.SIGSTOP:
         worker.proc.wait(timeout=30)
-    killed_at = time.monotonic()
     # The rest of each stream, from its last event seen, on the other front end.
     tails = await asyncio.gather(
         *(sse_all(cluster.b.http_url, resume(sid, head - 1)) for sid in ids)
     )
-    continued_in = time.monotonic() - killed_at
     if how == signal.SIGSTOP:
         os.killpg(worker.proc.pid, signal.SIGCONT)
         log = cluster.logs / f"worker-{worker.name}.log"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while "taken over" not in log.read_text() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert "taken over" in log.read_text()
@@ -169,8 +180,9 @@ async def test_a_dying_workers_streams_continue_on_another_with_the_same_text(cl
     for before, after, whole in zip(heads, tails, reference, strict=True):
         joined = before + after
         assert indexes(joined) == list(range(len(joined)))  # no duplicate, no gap
-        assert completion(joined) == completion(whole)  # the undisturbed text and ids
-    assert continued_in < 2 * LEASE_S + 10  # reclaim after the lease, then the whole tail
+        # The undisturbed text and ids: the other worker reclaimed the jobs (within their
+        # deadline; else the front end would have ended them `timeout`).
+        assert completion(joined) == completion(whole)
 
 
 async def test_a_stream_whose_front_end_died_resumes_on_another(cluster, tmp_path):
@@ -196,9 +208,26 @@ async def test_a_stream_whose_front_end_died_resumes_on_another(cluster, tmp_pat
     assert (text, ids) == completion(reference)[:2] and final["finish_reason"] == "length"
 
 
+async def cancel_recorded(cluster: Cluster, stream_id: str) -> None:
+    """Wait until a front end has recorded the stream's cancel in Redis."""
+    client = redis.Redis.from_url(cluster.redis.url)
+    try:
+        async with asyncio.timeout(60):
+            while not client.exists(KEYS.cancelled(stream_id)):
+                await asyncio.sleep(0.02)
+    finally:
+        client.close()
+
+
 async def test_a_disconnect_cancels_through_redis_without_background(cluster):
     stream_id = new_id()
-    await sse_head(cluster.a.http_url, with_stream_id(seeded(31), stream_id), 3)
+    # Paused workers: the stream cannot reach its end before the cancel is on its way.
+    workers = paused_workers(cluster)
+    with workers.held():
+        reader = SSEReader(cluster.a.http_url, STREAM, with_stream_id(seeded(31), stream_id))
+        await run_until(workers, reader.has(3), "three events")
+        await reader.disconnect()
+        await cancel_recorded(cluster, stream_id)
     events = await sse_all(cluster.b.http_url, resume(stream_id, 2))
     final = params_of(events[-1])
     assert final["finish_reason"] == "cancelled" and final["completion_tokens"] < 240
@@ -206,10 +235,16 @@ async def test_a_disconnect_cancels_through_redis_without_background(cluster):
 
 async def test_cancel_on_one_front_end_ends_a_stream_read_on_another(cluster):
     stream_id = new_id()
-    await sse_head(cluster.a.http_url, with_stream_id(seeded(30, background=True), stream_id), 2)
-    async with httpx.AsyncClient(base_url=cluster.b.http_url, timeout=TIMEOUT) as client:
-        answer = await client.post(f"/v2/streams/{stream_id}/cancel")
-    assert answer.status_code == 200 and answer.json()["id"] == stream_id
+    workers = paused_workers(cluster)
+    with workers.held():
+        body = with_stream_id(seeded(30, background=True), stream_id)
+        reader = SSEReader(cluster.a.http_url, STREAM, body)
+        await run_until(workers, reader.has(2), "two events")
+        await reader.disconnect()
+        async with httpx.AsyncClient(base_url=cluster.b.http_url, timeout=TIMEOUT) as client:
+            answer = await client.post(f"/v2/streams/{stream_id}/cancel")
+        assert answer.status_code == 200 and answer.json()["id"] == stream_id
+        await cancel_recorded(cluster, stream_id)
     events = await sse_all(cluster.a.http_url, resume(stream_id, 1))
     final = params_of(events[-1])
     assert final["finish_reason"] == "cancelled" and final["completion_tokens"] < 240
@@ -223,7 +258,6 @@ async def test_without_workers_the_queue_is_bounded_and_queued_streams_time_out(
     jobs = redis.Redis.from_url(cluster.redis.url)
     try:
         queued = jobs.xlen(KEYS.jobs)
-        started = time.monotonic()
         readers = [
             asyncio.ensure_future(sse_all(cluster.a.http_url, seeded(i)))
             for i in range(MAX_WAITING - queued)
@@ -240,7 +274,10 @@ async def test_without_workers_the_queue_is_bounded_and_queued_streams_time_out(
             final = params_of(ended)
             assert final["finish_reason"] == "timeout" and "deadline" in final["error"]
             assert final["completion_tokens"] == 0 and final["event_index"] == 0
-        assert time.monotonic() - started < TIMEOUT_S + 3 * LEASE_S
+            # Ended soon after the deadline, as the front end measured it (not the client:
+            # its own clock also counts how long this loaded machine took to read).
+            late = float(re.search(r"\(([0-9.]+) s past it\)", final["error"]).group(1))
+            assert late < TIMEOUT_S, final["error"]
     finally:
         jobs.close()
         for index in range(len(cluster.workers)):
@@ -249,26 +286,33 @@ async def test_without_workers_the_queue_is_bounded_and_queued_streams_time_out(
 
 async def test_redis_restarting_ends_streams_with_a_retryable_error_and_then_serves_again(cluster):
     stream_id = new_id()
-    head = await sse_head(
-        cluster.a.http_url, with_stream_id(seeded(40, background=True), stream_id), 2
-    )
-    reading = asyncio.ensure_future(sse_all(cluster.b.http_url, resume(stream_id, 1)))
-    await asyncio.sleep(0.2)
-    cluster.redis.stop()
+    workers = paused_workers(cluster)  # the stream stays unfinished while Redis goes away
+    workers.pause()
     try:
-        events = await asyncio.wait_for(reading, 30)
-        final = params_of(events[-1])
-        assert final["finish_reason"] == "error" and final["retryable"] is True
-        assert "redis unavailable" in final["error"] and final["event_index"] >= len(head)
-        (refused,) = await sse_all(cluster.a.http_url, seeded(41))
-        assert params_of(refused)["retryable"] is True
-        async with httpx.AsyncClient(base_url=cluster.a.http_url, timeout=TIMEOUT) as client:
-            unary = await client.post(INFER, json=request(max_tokens=4))
-        assert unary.status_code == 503 and "redis unavailable" in unary.json()["error"]
+        body = with_stream_id(seeded(40, background=True), stream_id)
+        writer = SSEReader(cluster.a.http_url, STREAM, body)
+        await run_until(workers, writer.has(2), "two events")
+        head = (await writer.disconnect())[:2]
+        # A reader on the other front end, attached: it has had the log's event 1.
+        reading = SSEReader(cluster.b.http_url, STREAM, resume(stream_id, 0))
+        await reading.until(reading.has(1), "the reader's first event")
+        cluster.redis.stop()
+        try:
+            events = await asyncio.wait_for(reading.result(), 60)
+            final = params_of(events[-1])
+            assert final["finish_reason"] == "error" and final["retryable"] is True
+            assert "redis unavailable" in final["error"] and final["event_index"] >= len(head)
+            (refused,) = await sse_all(cluster.a.http_url, seeded(41))
+            assert params_of(refused)["retryable"] is True
+            async with httpx.AsyncClient(base_url=cluster.a.http_url, timeout=TIMEOUT) as client:
+                unary = await client.post(INFER, json=request(max_tokens=4))
+            assert unary.status_code == 503 and "redis unavailable" in unary.json()["error"]
+        finally:
+            cluster.redis.start()
     finally:
-        cluster.redis.start()
+        workers.resume()
     body = request("JULIET:", max_tokens=16, seed=9)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:  # front ends and workers reconnect by themselves
         events = await sse_all(cluster.b.http_url, body)
         if params_of(events[-1])["finish_reason"] == "length" or time.monotonic() > deadline:

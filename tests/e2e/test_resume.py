@@ -15,8 +15,18 @@ import mlserver.grpc.dataplane_pb2_grpc as dataplane
 import pytest
 from httpx_sse import aconnect_sse
 
-from .clients import TIMEOUT, from_grpc, grpc_infer, grpc_stream, metric, params_of, to_grpc
+from .clients import (
+    TIMEOUT,
+    SSEReader,
+    from_grpc,
+    grpc_infer,
+    grpc_stream,
+    metric,
+    params_of,
+    to_grpc,
+)
 from .conftest import one_model_repo
+from .engines import Pause, run_until
 from .server import Server, running_server
 from .test_text_generation import INFER, MODEL, STREAM, as_json, output, request
 
@@ -147,7 +157,7 @@ async def test_get_route_resumes_from_last_event_id_as_an_event_source_does(serv
     assert bad.status_code == 400 and "Last-Event-ID must be an integer" in bad.json()["error"]
 
 
-async def wait_for(condition, timeout: float = 10.0) -> None:
+async def wait_for(condition, timeout: float = 60.0) -> None:
     async with asyncio.timeout(timeout):
         while not await condition():
             await asyncio.sleep(0.05)
@@ -161,8 +171,12 @@ async def test_disconnect_cancels_without_background_and_not_with_it(server):
     url = server.http_url
     before = await metric(server, CANCELLED, finished_reason="cancelled")
     attached, detached = new_id(), new_id()
-    await sse_head(url, with_id(request(max_tokens=200, seed=3), attached), 3)
-    await wait_for(lambda: idle(server))  # the slot is freed at once
+    # The engines run a few ms at a time: the stream is mid-way when the client leaves.
+    with Pause.engines_of(server).held() as engines:
+        reader = SSEReader(url, STREAM, with_id(request(max_tokens=200, seed=3), attached))
+        await run_until(engines, reader.has(3), "three events")
+        await reader.disconnect()
+        await run_until(engines, lambda: idle(server), "the slot to be freed")
     assert params_of((await sse_all(url, resume(attached, 2)))[-1])["finish_reason"] == "cancelled"
     body = with_id(request(max_tokens=60, seed=4, background=True), detached)
     await sse_head(url, body, 3)
@@ -175,16 +189,26 @@ async def test_disconnect_cancels_without_background_and_not_with_it(server):
 @pytest.mark.parametrize("how", ["route", "rest_param", "grpc_param"])
 async def test_explicit_cancel_ends_a_background_stream(server, how):
     url, stream_id = server.http_url, new_id()
-    await sse_head(url, with_id(request(max_tokens=250, seed=5, background=True), stream_id), 2)
-    if how == "route":
-        async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
-            answer = await client.post(f"/v2/streams/{stream_id}/cancel")
-        assert answer.status_code == 200 and answer.json()["id"] == stream_id
-        events = await sse_all(url, resume(stream_id, 1))
-    elif how == "rest_param":
-        events = await sse_all(url, resume(stream_id, 1, key="cancel"))
-    else:
-        events = await grpc_all(server.grpc_target, resume(stream_id, 1, key="cancel"))
+
+    async def cancel() -> list[dict]:
+        if how == "route":
+            async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
+                answer = await client.post(f"/v2/streams/{stream_id}/cancel")
+            assert answer.status_code == 200 and answer.json()["id"] == stream_id
+            return await sse_all(url, resume(stream_id, 1))
+        if how == "rest_param":
+            return await sse_all(url, resume(stream_id, 1, key="cancel"))
+        return await grpc_all(server.grpc_target, resume(stream_id, 1, key="cancel"))
+
+    # The engines run a few ms at a time: the stream is mid-way when the cancel comes.
+    with Pause.engines_of(server).held() as engines:
+        body = with_id(request(max_tokens=250, seed=5, background=True), stream_id)
+        reader = SSEReader(url, STREAM, body)
+        await run_until(engines, reader.has(2), "two events")
+        await reader.disconnect()
+        cancelling = asyncio.ensure_future(cancel())
+        await run_until(engines, cancelling.done, "the cancelled stream's end")
+    events = cancelling.result()
     final = params_of(events[-1])
     assert final["finish_reason"] == "cancelled" and final["completion_tokens"] < 250
     assert indexes(events) == list(range(2, 2 + len(events)))

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import grpc
 import mlserver.grpc.dataplane_pb2_grpc as dataplane
 import pytest
 
-from .clients import from_grpc, grpc_infer, metric, params_of, sse_events, to_grpc
+from .clients import (
+    SSEReader,
+    from_grpc,
+    grpc_infer,
+    metric,
+    params_of,
+    sse_events,
+    stream_opened,
+    to_grpc,
+)
 from .conftest import one_model_repo
+from .engines import Pause, run_until
 from .server import Server, running_server
 from .test_text_generation import STREAM, request
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "shakespeare"
-DEADLINE_S = 0.25
+# Generous: a stream's first token comes well within it even on a loaded machine. Nothing
+# races it: the tests pause the engine before a stream could reach its end (engines.py).
+DEADLINE_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +48,31 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 async def test_stream_past_its_deadline_ends_with_timeout(small_server):
-    events = await sse_events(small_server.http_url, STREAM, request(max_tokens=250, seed=1))
+    with Pause.engines_of(small_server).held() as engine:
+        stream = SSEReader(small_server.http_url, STREAM, request(max_tokens=250, seed=1))
+        await run_until(engine, stream.has(1), "the first token")
+        await asyncio.sleep(DEADLINE_S)  # past the deadline (it began before the token)
+    events = await stream.result()
     final = params_of(events[-1])
     assert final["final"] is True and final["finish_reason"] == "timeout"
     assert "deadline exceeded" in final["error"]
-    assert final["completion_tokens"] < 250
+    assert 0 < final["completion_tokens"] < 250
 
 
 async def test_requests_past_the_waiting_limit_are_refused_at_once(small_server):
-    # Deadline is short on this server, so each occupant lives at most DEADLINE_S.
-    async def occupy(seed: int):
-        return await sse_events(small_server.http_url, STREAM, request(max_tokens=250, seed=seed))
-
-    occupants = [asyncio.create_task(occupy(seed)) for seed in (1, 2)]
-    await asyncio.sleep(0.05)
-    refused = await sse_events(small_server.http_url, STREAM, request(max_tokens=4))
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await grpc_infer(small_server.grpc_target, to_grpc(request(max_tokens=4), MODEL))
-    await asyncio.gather(*occupants)
+    url = small_server.http_url
+    # With the engine paused the two occupants (one running, one waiting) stay until the
+    # test lets them go; the second is in once its stream is open.
+    with Pause.engines_of(small_server).held() as engine:
+        running = SSEReader(url, STREAM, request(max_tokens=250, seed=1))
+        await run_until(engine, running.has(1), "the first occupant's first token")
+        waiting_id = f"waiting-{uuid.uuid4().hex}"
+        waiting = SSEReader(url, STREAM, {**request(max_tokens=250, seed=2), "id": waiting_id})
+        await waiting.until(lambda: stream_opened(url, waiting_id), "the second occupant")
+        refused = await sse_events(url, STREAM, request(max_tokens=4))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await grpc_infer(small_server.grpc_target, to_grpc(request(max_tokens=4), MODEL))
+    await asyncio.gather(running.result(), waiting.result())
 
     final = params_of(refused[0])
     assert len(refused) == 1 and final["finish_reason"] == "error"
@@ -68,16 +88,20 @@ async def test_grpc_cancel_mid_stream_frees_the_slot(small_server):
     async def one_request():
         yield to_grpc(request(max_tokens=250, seed=5), MODEL)
 
+    async def counted() -> bool:
+        return await metric(small_server, cancelled, finished_reason="cancelled") > before
+
     async with grpc.aio.insecure_channel(small_server.grpc_target) as channel:
         stub = dataplane.GRPCInferenceServiceStub(channel)
-        call = stub.ModelStreamInfer(one_request(), timeout=30)
-        first = from_grpc(await call.read())
-        call.cancel()
+        with Pause.engines_of(small_server).held() as engine:
+            call = stub.ModelStreamInfer(one_request(), timeout=30)
+            reading = asyncio.ensure_future(call.read())
+            await run_until(engine, reading.done, "the first event")
+            first = from_grpc(reading.result())
+            call.cancel()
+            # A few milliseconds at a time: the engine is still mid-stream when the cancel
+            # the server sends it arrives.
+            await run_until(engine, counted, "the cancelled stream to be counted")
     assert not params_of(first).get("final")
-    for _ in range(40):
-        if await metric(small_server, cancelled, finished_reason="cancelled") == before + 1:
-            break
-        await asyncio.sleep(0.005)
-    else:
-        raise AssertionError("the cancelled stream was not counted as cancelled")
+    assert await metric(small_server, cancelled, finished_reason="cancelled") == before + 1
     assert await metric(small_server, "mlserver_streaming:num_requests_running") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import grpc
 import httpx
@@ -13,13 +14,16 @@ from httpx_sse import aconnect_sse
 
 from .clients import (
     TIMEOUT,
+    SSEReader,
     grpc_infer,
     grpc_stream,
     metric,
     params_of,
     sse_events,
+    stream_opened,
     to_grpc,
 )
+from .engines import Pause, run_until
 
 pytestmark = pytest.mark.e2e
 
@@ -238,20 +242,18 @@ async def test_disconnect_stops_generation_for_that_sequence(server):
     cancelled_before = await metric(
         server, "mlserver_streaming:request_success_total", finished_reason="cancelled"
     )
-    async with (
-        httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client,
-        aconnect_sse(client, "POST", STREAM, json=request(max_tokens=200, seed=3)) as source,
-    ):
-        received = 0
-        async for sse in source.aiter_sse():
-            assert not params_of(json.loads(sse.data)).get("final"), sse.data
-            received += 1
-            if received == 3:
-                break  # leaving the block closes the connection mid-stream
-    deadline = time.monotonic() + 10
-    while await metric(server, "mlserver_streaming:num_requests_running", model_name=MODEL) > 0:
-        assert time.monotonic() < deadline, "sequence still running after disconnect"
-        await asyncio.sleep(0.05)
+    running = "mlserver_streaming:num_requests_running"
+
+    async def stopped() -> bool:
+        return await metric(server, running, model_name=MODEL) == 0
+
+    # The engines run a few ms at a time: the sequence is mid-way when the client leaves.
+    with Pause.engines_of(server).held() as engines:
+        reader = SSEReader(server.http_url, STREAM, request(max_tokens=200, seed=3))
+        await run_until(engines, reader.has(3), "three events")
+        received = await reader.disconnect()  # closes the connection mid-stream
+        await run_until(engines, stopped, "the sequence to stop after the disconnect")
+    assert not any(params_of(event).get("final") for event in received), received
     tokens = await metric(server, generated, model_name=MODEL)
     await asyncio.sleep(0.5)
     assert await metric(server, generated, model_name=MODEL) == tokens
@@ -312,10 +314,18 @@ async def timed_events(base_url: str, body: dict) -> tuple[list[dict], list[floa
 async def test_seeded_text_is_the_same_alone_and_beside_31_other_streams(server):
     body = request("PORTIA:", max_tokens=24, seed=1234, temperature=0.9)
     alone = summary(await sse_events(server.http_url, STREAM, body))
-    others = [
-        timed_events(server.http_url, request("BRUTUS:", max_tokens=40, seed=i)) for i in range(31)
-    ]
-    (target, times), *rest = await asyncio.gather(timed_events(server.http_url, body), *others)
+    bodies = [body] + [request("BRUTUS:", max_tokens=40, seed=i) for i in range(31)]
+    ids = [f"beside-{uuid.uuid4().hex}" for _ in bodies]
+    # All 32 are in (their streams open) before the paused engine takes any: they start
+    # together, however long this machine takes to send them.
+    with Pause.engines_of(server).held():
+        streams = [{**b, "id": i} for b, i in zip(bodies, ids, strict=True)]
+        reading = asyncio.gather(*(timed_events(server.http_url, b) for b in streams))
+        async with asyncio.timeout(60):
+            for stream_id in ids:
+                while not await stream_opened(server.http_url, stream_id):
+                    await asyncio.sleep(0.02)
+    (target, times), *rest = await reading
     assert summary(target)[:2] == alone[:2]
     # The others really ran beside it: most of them streamed while the target did.
     overlapping = [ts for _, ts in rest if ts[0] < times[-1] and ts[-1] > times[0]]

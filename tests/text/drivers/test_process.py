@@ -35,10 +35,11 @@ from mlserver_streaming.text.sample.generation import Delta
 from mlserver_streaming.text.sample.params import GenerationParams
 from mlserver_streaming.text.settings import TextGenerationSettings
 from mlserver_streaming.text.tokenizer import HFTokenizer
+from tests.e2e.engines import Pause, run_until
 
 SHAKESPEARE = Path(__file__).parents[3] / "model-repo" / "shakespeare"
 SETTINGS = TextGenerationSettings(max_running=2, max_waiting=1, warmup_tokens=1)
-WAIT_S = 10.0
+WAIT_S = 30.0
 MODES = ["process", "thread"]
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,10 +112,18 @@ async def test_same_seed_same_tokens_as_the_in_thread_engine(engine, tokenizer):
         await in_thread.stop()
 
 
+def paused(client: EngineClient) -> Pause:
+    """The client's engine process, to pause and step (a request stays mid-way)."""
+    assert isinstance(client.driver, ProcessDriver)
+    return Pause([client.driver.process.pid])
+
+
 async def test_cancel_ends_the_request_as_cancelled(engine, tokenizer):
-    record = engine.submit(prompt(tokenizer), params(250), time.monotonic() + 60)
-    first = await asyncio.wait_for(record.deltas.get(), WAIT_S)
-    engine.cancel(record)
+    with paused(engine).held() as process:  # the request is mid-way when it is cancelled
+        record = engine.submit(prompt(tokenizer), params(250), time.monotonic() + 60)
+        await run_until(process, lambda: not record.deltas.empty(), "the first delta")
+        first = record.deltas.get_nowait()
+        engine.cancel(record)
     deltas = [first, *await collect(record)]
     assert deltas[-1].finish_reason is FinishReason.CANCELLED
     assert len(tokens(deltas)) < 250
@@ -161,8 +170,15 @@ async def test_a_dead_engine_fails_inflight_requests_and_refuses_new_ones(tokeni
 async def test_stop_cancels_inflight_requests_and_joins(tokenizer, mode):
     client = await start(f"engine-stop-{mode}", mode)
     record = client.submit(prompt(tokenizer), params(250), time.monotonic() + 60)
-    await asyncio.wait_for(record.deltas.get(), WAIT_S)
-    await asyncio.wait_for(client.stop(), WAIT_S)
+    if mode == "process":  # held mid-way until Stop is on its way (a thread runs on)
+        with paused(client).held() as process:
+            await run_until(process, lambda: not record.deltas.empty(), "the first delta")
+            stopping = asyncio.ensure_future(client.stop())
+            await asyncio.sleep(0)  # Stop is sent
+    else:
+        await asyncio.wait_for(record.deltas.get(), WAIT_S)
+        stopping = asyncio.ensure_future(client.stop())
+    await asyncio.wait_for(stopping, WAIT_S)
     assert (await collect(record))[-1].finish_reason is FinishReason.CANCELLED
     if mode == "process":
         assert client.driver.process.exitcode == 0  # type: ignore[union-attr]

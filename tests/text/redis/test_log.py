@@ -4,6 +4,7 @@ the front end's deadline, and Redis going away."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -62,6 +63,14 @@ def final(text: str = "") -> LogEntry:
     return LogEntry(Delta(text, [1], finish_reason=FinishReason.LENGTH), {"completion_tokens": 9})
 
 
+async def tailing(tailer: RedisTailer, *streams: RedisStreamLog) -> None:
+    """Wait until the tailer's XREAD in flight reads every one of `streams`."""
+    keys = {KEYS.events(stream.stream_id) for stream in streams}
+    async with asyncio.timeout(30):
+        while not keys <= set(tailer._reading):
+            await asyncio.sleep(0.005)
+
+
 async def read(stream: RedisStreamLog, after: int = -1) -> list[tuple[int, str]]:
     return [(i, entry.delta.text) async for i, entry in stream.entries(after)]
 
@@ -70,7 +79,7 @@ async def test_a_reader_replays_then_tails_entries_written_meanwhile(redis, tail
     stream = await new_stream(tailer)
     assert [await stream.append(chunk(t)) for t in "ab"] == [0, 1]
     reader = asyncio.ensure_future(read(stream, 0))
-    await asyncio.sleep(0.1)
+    await tailing(tailer, stream)  # replayed "b", now tails
     writer = await RedisEventLog(tailer, KEYS, 1.0).get(stream.stream_id)
     assert (writer.length, writer.ended) == (2, False)
     await writer.append(chunk("c"))
@@ -105,11 +114,14 @@ async def test_an_unknown_id_and_trimmed_events_are_not_found(redis, tailer):
 async def test_past_its_deadline_a_reader_ends_the_stream_with_its_usage(redis, tailer):
     stream = await new_stream(tailer, deadline=time.time(), grace_s=1.0)
     await stream.append(chunk("ab"))
-    started = time.monotonic()
-    events = [entry async for _, entry in stream.entries(-1)]
-    assert 0.9 < time.monotonic() - started < 5
+    async with asyncio.timeout(30):  # generous: the reader looks again every second
+        events = [entry async for _, entry in stream.entries(-1)]
     last = events[-1]
     assert last.delta.finish_reason is FinishReason.TIMEOUT and "deadline" in last.delta.error
+    # Not before the grace: when it ended the stream the reader was >= 1 s past the deadline
+    # (its own clock, in the message; how long this machine took to get here does not count).
+    late = re.search(r"\(([0-9.]+) s past it\)", last.delta.error)
+    assert late is not None and float(late.group(1)) >= 1.0, last.delta.error
     assert last.final_params["completion_tokens"] == 1 and last.final_params["prompt_tokens"] == 4
 
 
@@ -119,10 +131,10 @@ async def test_redis_going_away_is_a_retryable_error_not_a_hang(tmp_path):
         tailer = RedisTailer(client, block_ms=1000)
         stream = await new_stream(tailer)
         reader = asyncio.ensure_future(read(stream))
-        await asyncio.sleep(0.1)
+        await tailing(tailer, stream)  # the reader waits on the shared XREAD
         server.stop()
         with pytest.raises(RedisUnavailable, match="redis unavailable") as info:
-            await asyncio.wait_for(reader, 10)
+            await asyncio.wait_for(reader, 30)
         assert info.value.retryable and info.value.status_code == 503
         with pytest.raises(RedisUnavailable):
             await RedisEventLog(tailer, KEYS, 1.0).get(stream.stream_id)

@@ -6,7 +6,17 @@ import asyncio
 
 import pytest
 
-from tests.text.redis.test_log import chunk, final, new_stream, read, redis, redis_server, tailer
+from mlserver_streaming.text.redis.tail import RedisTailer
+from tests.text.redis.test_log import (
+    chunk,
+    final,
+    new_stream,
+    read,
+    redis,
+    redis_server,
+    tailer,
+    tailing,
+)
 
 __all__ = ["redis", "redis_server", "tailer"]  # fixtures, used by name
 
@@ -19,8 +29,11 @@ async def test_many_readers_of_many_streams_share_one_blocked_connection(redis, 
     await late.append(chunk("x"))  # a second reader of this one starts from the start
     readers = [asyncio.ensure_future(read(s)) for s in streams]
     readers.append(asyncio.ensure_future(read(late)))
-    await asyncio.sleep(0.2)  # all waiting now
-    clients = [c for c in await redis.client_list() if c["cmd"] == "xread"]
+    await tailing(tailer, *streams)  # all 13 subscribed: the read in flight covers them
+    async with asyncio.timeout(30):  # and it has reached Redis
+        while not (clients := [c for c in await redis.client_list() if c["cmd"] == "xread"]):
+            await asyncio.sleep(0.005)
+    assert sum(map(len, tailer._subs.values())) == 13
     assert len(clients) == 1  # one XREAD for 13 readers of 12 streams
     for step in range(3):
         for i, stream in enumerate(streams):
@@ -34,14 +47,22 @@ async def test_many_readers_of_many_streams_share_one_blocked_connection(redis, 
     assert results[-1] == results[0]
 
 
-async def test_a_new_reader_does_not_wait_for_the_blocked_read(tailer):
-    idle = await new_stream(tailer)
-    waiting = asyncio.ensure_future(read(idle))  # blocks the shared XREAD (1 s)
-    await asyncio.sleep(0.1)
-    busy = await new_stream(tailer)
-    await busy.append(final("done"))
-    started = asyncio.get_running_loop().time()
-    assert await read(busy) == [(0, "done")]
-    assert asyncio.get_running_loop().time() - started < 0.5
-    await idle.append(final())
-    assert await waiting == [(0, "")]
+async def test_a_new_reader_does_not_wait_for_the_blocked_read(redis):
+    # The shared XREAD blocks for a minute: a reader that waited for it would hit the
+    # 30 s bound below, one that does not returns at once, however slow the machine.
+    tailer = RedisTailer(redis, block_ms=60_000)
+    try:
+        idle = await new_stream(tailer)
+        waiting = asyncio.ensure_future(read(idle))
+        await tailing(tailer, idle)  # the blocked read is in flight
+        busy = await new_stream(tailer)
+        await busy.append(chunk("go"))
+        async with asyncio.timeout(30):
+            reading = asyncio.ensure_future(read(busy))
+            await tailing(tailer, idle, busy)  # it joined the read without waiting it out
+            await busy.append(final("done"))
+            assert await reading == [(0, "go"), (1, "done")]
+        await idle.append(final())
+        assert await asyncio.wait_for(waiting, 30) == [(0, "")]
+    finally:
+        await tailer.stop()

@@ -59,7 +59,7 @@ async def test_a_reader_replays_then_tails_live_entries_until_the_final_one():
         assert not reader.done()
         stream.append(chunk(text))
     stream.append(final("!"))
-    assert await asyncio.wait_for(reader, 1) == [(0, "a"), (1, "b"), (2, "c"), (3, "!")]
+    assert await asyncio.wait_for(reader, 10) == [(0, "a"), (1, "b"), (2, "c"), (3, "!")]
 
 
 async def test_several_readers_see_the_same_entries():
@@ -90,7 +90,7 @@ async def test_a_live_stream_ending_before_starting_after_fails_its_reader():
     stream.append(chunk("a"))
     stream.append(final())
     with pytest.raises(InvalidParameter, match=r"in \[-1, 0\] .*final event is 1\), got 5"):
-        await asyncio.wait_for(reader, 1)
+        await asyncio.wait_for(reader, 10)
 
 
 async def test_an_unknown_id_is_not_found_with_a_clear_message():
