@@ -15,24 +15,19 @@ pick: an unversioned model, else the newest version.
 
 from __future__ import annotations
 
+from functools import cmp_to_key
 from typing import Generic, TypeVar
 
 from mlserver.errors import ModelNotFound
+from mlserver.registry import _is_newer  # MLServer's own version order (pinned 1.7.1)
 
 from .events import ModelIdentity
 
 ModelT = TypeVar("ModelT", bound=ModelIdentity)
 Key = tuple[str, str | None]
-
-
-def version_key(version: str | None) -> tuple[int, int, str]:
-    """Sort key of versions: MLServer compares them as numbers when they are numbers, and
-    an unversioned model is the default."""
-    if version is None:
-        return (2, 0, "")
-    if version.isdigit():
-        return (1, int(version), version)
-    return (0, 0, version)
+_NEWER = cmp_to_key(_is_newer)
+"""Sort key of loads by version, as MLServer orders them: numbers as numbers, other
+versions as strings, an unversioned model above all (the default)."""
 
 
 class LoadedModels(Generic[ModelT]):
@@ -59,10 +54,8 @@ class LoadedModels(Generic[ModelT]):
         if version is not None:
             loads = self._loads.get((name, version))
             return loads[-1] if loads else None
-        versions = [key for key in self._loads if key[0] == name]
-        if not versions:
-            return None
-        return self._loads[max(versions, key=lambda key: version_key(key[1]))][-1]
+        versions = [loads[-1] for (n, _), loads in self._loads.items() if n == name]
+        return max(versions, key=_NEWER, default=None)
 
     def require(self, name: str, version: str | None = None) -> ModelT:
         """`get`, or MLServer's ModelNotFound (a 404)."""
@@ -77,5 +70,5 @@ class LoadedModels(Generic[ModelT]):
 
     def all(self) -> list[ModelT]:
         """Every loaded (name, version)'s answering model, by name then version."""
-        keys = sorted(self._loads, key=lambda key: (key[0], version_key(key[1])))
-        return [self._loads[key][-1] for key in keys]
+        answering = [loads[-1] for loads in self._loads.values()]
+        return sorted(answering, key=lambda model: (model.name, _NEWER(model)))
