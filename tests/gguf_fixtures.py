@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-BOS, EOS = "<s>", "</s>"
+BOS, EOS, EOT = "<s>", "</s>", "<|im_end|>"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -37,15 +37,19 @@ def write_tiny_llama(
     n_ff: int = 128,
     context_length: int = 128,
     seed: int = 0,
+    eos: bool = True,
+    eot: bool = False,
 ) -> Path:
     """A random Llama-architecture GGUF (GQA, RMSNorm, RoPE, SwiGLU) with a byte-level BPE
     vocabulary (256 bytes, a few merges, ``<s>``/``</s>`` as control tokens) and a chat
-    template; any text tokenizes. Returns ``path``."""
+    template; any text tokenizes. ``eot`` adds an end-of-turn token (``<|im_end|>``) apart
+    from eos, as instruct models have; ``eos`` False leaves eos out. Returns ``path``."""
     import gguf
 
-    tokens = byte_tokens() + ["".join(m) for m in MERGES] + [BOS, EOS]
+    specials = [BOS, EOS] + ([EOT] if eot else [])
+    tokens = byte_tokens() + ["".join(m) for m in MERGES] + specials
     normal, control = gguf.TokenType.NORMAL, gguf.TokenType.CONTROL
-    types = [normal] * (len(tokens) - 2) + [control, control]
+    types = [normal] * (len(tokens) - len(specials)) + [control] * len(specials)
     n_vocab, head_dim = len(tokens), n_embd // n_head
     rng = np.random.default_rng(seed)
 
@@ -70,7 +74,10 @@ def write_tiny_llama(
     writer.add_token_types(types)
     writer.add_token_merges([" ".join(m) for m in MERGES])
     writer.add_bos_token_id(tokens.index(BOS))
-    writer.add_eos_token_id(tokens.index(EOS))
+    if eos:
+        writer.add_eos_token_id(tokens.index(EOS))
+    if eot:
+        writer.add_eot_token_id(tokens.index(EOT))
     writer.add_add_bos_token(True)
     writer.add_chat_template(CHAT_TEMPLATE)
 

@@ -27,7 +27,8 @@ class GPT2Config:
     n_head: int  # attention heads per block; n_embd must divide evenly
     layer_norm_epsilon: float = 1e-5  # added to the variance in every LayerNorm
     bos_token_id: int | None = None  # begin-of-sequence id, if the tokenizer has one
-    eos_token_id: int | None = None  # end-of-sequence id, used as a default stop token
+    eos_token_id: int | None = None  # end-of-sequence id (the first of a list)
+    eos_token_ids: tuple[int, ...] = ()  # every end-of-sequence id: generation stops on each
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -59,7 +60,14 @@ class GPT2Config:
             layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
             bos_token_id=_token_id(raw.get("bos_token_id")),
             eos_token_id=_token_id(raw.get("eos_token_id")),
+            eos_token_ids=_token_ids(raw.get("eos_token_id")),
         )
+
+
+def _token_ids(value: Any) -> tuple[int, ...]:
+    # Instruct models list several (end of text, end of turn): each ends a generation.
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    return tuple(int(v) for v in values)
 
 
 def _token_id(value: Any) -> int | None:

@@ -13,6 +13,11 @@ from .gguf_tokenizer import GGUFTokenizer
 from .llama_lib import check_gguf, llama_errors, llama_lib, load_error, meta_str
 
 
+def _special(token_id: int) -> int | None:
+    """A special token's id; llama.cpp says -1 for one the vocabulary lacks."""
+    return None if token_id < 0 else int(token_id)
+
+
 class GGUFVocab:
     """The tokenizer, special ids, training context and chat template of a GGUF file.
 
@@ -24,8 +29,14 @@ class GGUFVocab:
         self._model = model if owns_model else None
         vocab = lib.llama_model_get_vocab(model)
         self.tokenizer = GGUFTokenizer(lib, vocab, self)
-        self.bos_token_id = int(lib.llama_vocab_bos(vocab))
-        self.eos_token_id = int(lib.llama_vocab_eos(vocab))
+        self.bos_token_id = _special(lib.llama_vocab_bos(vocab))
+        self.eos_token_id = _special(lib.llama_vocab_eos(vocab))
+        # Every id llama.cpp ends a generation on (eos, eot, <|im_end|>, <end_of_turn>, ...),
+        # as llama-server stops: an instruct model ends its turn with one of these.
+        n_vocab = self.tokenizer.vocab_size
+        self.eog_token_ids = frozenset(
+            i for i in range(n_vocab) if lib.llama_vocab_is_eog(vocab, i)
+        )
         self.add_bos = bool(lib.llama_vocab_get_add_bos(vocab))
         self.architecture = meta_str(lib, model, "general.architecture")
         # vocab_only loads no hyperparameters (n_ctx_train reads 0): the metadata has it.
@@ -35,8 +46,11 @@ class GGUFVocab:
         self.bos_text = self._text_of(self.bos_token_id)
         self.eos_text = self._text_of(self.eos_token_id)
 
-    def _text_of(self, token_id: int) -> str:
-        """A special token as text (what chat templates call `bos_token`, `eos_token`)."""
+    def _text_of(self, token_id: int | None) -> str:
+        """A special token as text (what chat templates call `bos_token`, `eos_token`); ""
+        for a vocabulary without it."""
+        if token_id is None:
+            return ""
         return self.tokenizer.piece(token_id, special=True).decode("utf-8", errors="replace")
 
     @classmethod

@@ -60,6 +60,11 @@ class ModelFolder(Protocol):
     def eos_token_id(self) -> int | None: ...
 
     @property
+    def eog_token_ids(self) -> frozenset[int]:
+        """Every id that ends a generation (eos, end of turn, ...)."""
+        ...
+
+    @property
     def adds_bos(self) -> bool:
         """The model's own rule for starting prompts with bos (GGUF's `add_bos_token`)."""
         ...
@@ -139,6 +144,10 @@ class GPT2Folder:
     def eos_token_id(self) -> int | None:
         return self.config.eos_token_id
 
+    @property
+    def eog_token_ids(self) -> frozenset[int]:
+        return frozenset(self.config.eos_token_ids)
+
     def tokenizer(self) -> TextTokenizer:
         return HFTokenizer.from_file(self.path / TOKENIZER_FILE)
 
@@ -179,6 +188,10 @@ class GGUFFolder:
     @property
     def eos_token_id(self) -> int | None:
         return self.vocab.eos_token_id
+
+    @property
+    def eog_token_ids(self) -> frozenset[int]:
+        return self.vocab.eog_token_ids
 
     @property
     def adds_bos(self) -> bool:

@@ -1,6 +1,7 @@
 """The numpy engine against transformers as the reference, on tiny random checkpoints."""
 
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -312,8 +313,16 @@ def test_bad_calls_are_rejected(engine, call, error, message):
 
 def test_config_from_hf_json(checkpoints):
     config = GPT2Config.from_json(checkpoints["float16"])
-    assert config == GPT2Config(97, 64, 64, 2, 4, 1e-5, bos_token_id=95, eos_token_id=96)
+    expected = GPT2Config(97, 64, 64, 2, 4, 1e-5, bos_token_id=95, eos_token_id=96)
+    assert config == dataclasses.replace(expected, eos_token_ids=(96,))
     assert config.head_dim == 16
+
+
+def test_a_config_listing_several_eos_ids_stops_on_each(checkpoints, tmp_path):
+    raw = json.loads((checkpoints["float16"] / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "eos_token_id": [96, 94]}))
+    config = GPT2Config.from_json(tmp_path)
+    assert (config.eos_token_id, config.eos_token_ids) == (96, (96, 94))
 
 
 @pytest.mark.parametrize(

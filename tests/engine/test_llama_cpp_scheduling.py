@@ -36,7 +36,7 @@ def seeded_texts(
     others = [1000 + i for i in range(crowd)]
     for rid, seed in enumerate([*others[: crowd // 2], *seeds, *others[crowd // 2 :]]):
         params = GenerationParams(max_tokens=max_tokens, seed=seed, **sampling)
-        generation = Generation(ids[: 3 + seed % 7], params, tokenizer, None)
+        generation = Generation(ids[: 3 + seed % 7], params, tokenizer)
         scheduler.submit(SequenceRequest(rid, generation, deadline=1e12, arrival=0.0))
         tokens[seed] = []
     while scheduler.running or scheduler.waiting:
@@ -79,7 +79,7 @@ def test_served_greedy_text_is_the_same_with_and_without_the_prefix_cache() -> N
             for i, name in enumerate(("ROMEO", "JULIET", "KING LEAR", "HAMLET")):
                 ids = prompt_ids(engine, f"{name}:\n" + "O, speak again! " * wave)
                 params = GenerationParams(max_tokens=12, temperature=0.0)
-                generation = Generation(ids, params, engine.tokenizer, None)
+                generation = Generation(ids, params, engine.tokenizer)
                 scheduler.submit(SequenceRequest(wave * 4 + i, generation, deadline=1e12))
                 texts[wave * 4 + i] = []
             while scheduler.running or scheduler.waiting:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,12 +61,12 @@ class EngineCore:
         self,
         scheduler: Scheduler,
         tokenizer: Decoder,
-        eos_token_id: int | None,
+        eog_token_ids: Collection[int] = (),
         folder: ModelFolder | None = None,
     ):
         self.scheduler = scheduler
         self.tokenizer = tokenizer
-        self.eos_token_id = eos_token_id
+        self.eog_token_ids = frozenset(eog_token_ids)
         self.folder = folder
         """The model folder the tokenizer came from, closed with the core."""
 
@@ -78,7 +78,7 @@ class EngineCore:
     def submit(self, command: Submit) -> None:
         """Build the request's sampling state and queue it."""
         generation = Generation(
-            command.prompt_ids, command.params, self.tokenizer, self.eos_token_id
+            command.prompt_ids, command.params, self.tokenizer, self.eog_token_ids
         )
         if command.replay:
             generation.replay(command.replay)
@@ -188,4 +188,4 @@ def build_core(spec: EngineSpec) -> EngineCore:
         prefill_chunk_tokens=settings.prefill_chunk_tokens,
         auto_stream_step=settings.auto_stream_step,
     )
-    return EngineCore(scheduler, folder.tokenizer(), folder.eos_token_id, folder)
+    return EngineCore(scheduler, folder.tokenizer(), folder.eog_token_ids, folder)

@@ -6,7 +6,7 @@ it can be tested without a model and reused by any scheduler.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +58,7 @@ class Generation:
         prompt_ids: Sequence[int],
         params: GenerationParams,
         tokenizer: Decoder,
-        eos_token_id: int | None,
+        eog_token_ids: Collection[int] = (),
     ) -> None:
         self.prompt_ids = list(prompt_ids)
         self.prefill_ids = self.prompt_ids
@@ -68,10 +68,9 @@ class Generation:
         self.finish_reason: FinishReason | None = None
         self.last_token: int | None = None
         self._chooser = TokenChooser.from_params(params)
-        self._stopping = StoppingCriteria.from_params(params, eos_token_id)
+        self._stopping = StoppingCriteria.from_params(params, eog_token_ids)
         self._detok = IncrementalDetokenizer(tokenizer, self.prompt_ids)
         self._matcher = StopSequenceMatcher(params.stop)
-        self._eos = eos_token_id
         # History for the repetition penalty, preallocated: prompt then generated ids.
         self._history = np.empty(len(self.prompt_ids) + params.max_tokens, dtype=np.int64)
         self._history[: len(self.prompt_ids)] = self.prompt_ids
@@ -116,7 +115,7 @@ class Generation:
             pending.logprobs.append(choice.logprob)
             pending.top_logprobs.append(choice.top_logprobs)
         done, reason = self._stopping(token)
-        text = "" if token == self._eos else self._detok.step(token)
+        text = "" if reason is FinishReason.EOS else self._detok.step(token)
         safe, stopped = self._matcher.feed(text)
         pending.text += safe
         if stopped:

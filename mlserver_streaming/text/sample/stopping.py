@@ -7,33 +7,36 @@ sequence is ever emitted, even when it spans several deltas.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from ...events import FinishReason
 from .params import GenerationParams
 
 
 class StoppingCriteria:
-    """Counts generated tokens and stops on eos or at max_new_tokens.
+    """Counts generated tokens and stops on an end-of-generation id (eos, end of turn: any
+    the model has) or at max_new_tokens.
 
-    When the last allowed token is eos, the reason is EOS: the model ended on its own, and
-    LENGTH would wrongly suggest that the text was cut short.
+    When the last allowed token ends the generation, the reason is EOS: the model ended on
+    its own, and LENGTH would wrongly suggest that the text was cut short.
     """
 
-    def __init__(self, eos_token_id: int | None, max_new_tokens: int) -> None:
-        self.eos_token_id = eos_token_id
+    def __init__(self, eog_token_ids: Collection[int], max_new_tokens: int) -> None:
+        self.eog_token_ids = frozenset(eog_token_ids)
         self.max_new_tokens = max_new_tokens
         self.generated = 0
 
     @classmethod
-    def from_params(cls, params: GenerationParams, eos_token_id: int | None) -> StoppingCriteria:
-        """Criteria for one request: its max_tokens and the model's eos id (None: no eos)."""
-        return cls(eos_token_id, params.max_tokens)
+    def from_params(
+        cls, params: GenerationParams, eog_token_ids: Collection[int]
+    ) -> StoppingCriteria:
+        """Criteria for one request: its max_tokens and the model's end-of-generation ids."""
+        return cls(eog_token_ids, params.max_tokens)
 
     def __call__(self, token_id: int) -> tuple[bool, FinishReason | None]:
         """Record one generated token; (True, reason) once generation must end."""
         self.generated += 1
-        if self.eos_token_id is not None and token_id == self.eos_token_id:
+        if token_id in self.eog_token_ids:
             return True, FinishReason.EOS
         if self.generated >= self.max_new_tokens:
             return True, FinishReason.LENGTH

@@ -25,7 +25,7 @@ def tokenizer() -> HFTokenizer:
 
 def make_core(tokenizer, engine: FakeEngine) -> EngineCore:
     scheduler = Scheduler(engine, max_running=engine.max_slots, prefill_chunk_tokens=64)
-    return EngineCore(scheduler, tokenizer, eos_token_id=None)
+    return EngineCore(scheduler, tokenizer)
 
 
 def submit(rid: int, max_tokens: int = 5, deadline: float = 1e12) -> Submit:

@@ -39,9 +39,7 @@ def make_request(
     tokenizer, prompt_len=3, deadline=100.0, **params
 ) -> tuple[SequenceRequest, list[Delta]]:
     params = {"max_tokens": 20, "temperature": 0.8, "seed": 7, **params}
-    generation = Generation(
-        list(range(10, 10 + prompt_len)), GenerationParams(**params), tokenizer, None
-    )
+    generation = Generation(list(range(10, 10 + prompt_len)), GenerationParams(**params), tokenizer)
     rid = next(_ids)
     DELTAS[rid] = deltas = []
     return SequenceRequest(rid, generation, deadline=deadline, arrival=0.0), deltas

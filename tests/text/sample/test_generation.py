@@ -49,7 +49,7 @@ def greedy(max_tokens=50, **kw) -> GenerationParams:
 
 def test_deltas_rebuild_the_decoded_text_and_length_finishes(tokenizer):
     ids = tokenizer.encode("To be, or not to be: that is the question.").ids
-    generation = Generation([1], greedy(max_tokens=len(ids)), tokenizer, eos_token_id=0)
+    generation = Generation([1], greedy(max_tokens=len(ids)), tokenizer, eog_token_ids={0})
     deltas = feed(generation, ids, tokenizer.get_vocab_size())
     assert "".join(d.text for d in deltas) == tokenizer.decode(ids)
     assert [t for d in deltas for t in d.token_ids] == ids
@@ -59,7 +59,7 @@ def test_deltas_rebuild_the_decoded_text_and_length_finishes(tokenizer):
 
 def test_eos_finishes_without_emitting_its_text(tokenizer):
     ids = tokenizer.encode("Good night").ids
-    generation = Generation([1], greedy(), tokenizer, eos_token_id=0)
+    generation = Generation([1], greedy(), tokenizer, eog_token_ids={0})
     deltas = feed(generation, [*ids, 0, 5, 6], tokenizer.get_vocab_size())
     assert "".join(d.text for d in deltas) == "Good night"
     assert deltas[-1].finish_reason is FinishReason.EOS
@@ -70,7 +70,7 @@ def test_eos_finishes_without_emitting_its_text(tokenizer):
 def test_stop_sequence_spanning_tokens_is_matched_and_not_emitted(tokenizer):
     text = "Speak, HAMLET: I will."
     ids = tokenizer.encode(text).ids
-    generation = Generation([1], greedy(stop=("HAMLET:",)), tokenizer, eos_token_id=0)
+    generation = Generation([1], greedy(stop=("HAMLET:",)), tokenizer, eog_token_ids={0})
     deltas = feed(generation, ids, tokenizer.get_vocab_size())
     assert "".join(d.text for d in deltas) == "Speak, "
     assert deltas[-1].finish_reason is FinishReason.STOP
@@ -80,7 +80,7 @@ def test_multibyte_text_is_never_split(tokenizer):
     text = "Ça, 東京 and 🎭 too"
     ids = tokenizer.encode(text).ids
     assert len(ids) > len(text.split())  # the CJK and emoji take several byte tokens
-    generation = Generation([1], greedy(max_tokens=len(ids)), tokenizer, eos_token_id=0)
+    generation = Generation([1], greedy(max_tokens=len(ids)), tokenizer, eog_token_ids={0})
     deltas = feed(generation, ids, tokenizer.get_vocab_size())
     assert all("\ufffd" not in d.text for d in deltas)
     assert "".join(d.text for d in deltas) == text
@@ -88,7 +88,7 @@ def test_multibyte_text_is_never_split(tokenizer):
 
 def test_logprobs_are_collected_per_token(tokenizer):
     ids = tokenizer.encode("Hark").ids
-    generation = Generation([1], greedy(max_tokens=len(ids), logprobs=2), tokenizer, 0)
+    generation = Generation([1], greedy(max_tokens=len(ids), logprobs=2), tokenizer, {0})
     deltas = feed(generation, ids, tokenizer.get_vocab_size())
     logprobs = [lp for d in deltas for lp in d.logprobs]
     tops = [t for d in deltas for t in d.top_logprobs]
@@ -99,7 +99,7 @@ def test_logprobs_are_collected_per_token(tokenizer):
 
 def test_finish_flushes_held_back_text(tokenizer):
     ids = tokenizer.encode("Alas, poor Yor").ids
-    generation = Generation([1], greedy(stop=("Yorick!",)), tokenizer, eos_token_id=0)
+    generation = Generation([1], greedy(stop=("Yorick!",)), tokenizer, eog_token_ids={0})
     deltas = feed(generation, ids, tokenizer.get_vocab_size())
     assert "".join(d.text for d in deltas) == "Alas, poor "  # "Yor" may start the stop
     last = generation.finish(FinishReason.CANCELLED)
@@ -109,7 +109,7 @@ def test_finish_flushes_held_back_text(tokenizer):
 @pytest.mark.parametrize("interval", [1, 3, 8])
 def test_stream_interval_sends_the_first_text_at_once_then_every_n_tokens(tokenizer, interval):
     ids = tokenizer.encode("Now is the winter of our discontent made glorious summer").ids
-    generation = Generation([1], greedy(len(ids), stream_interval=interval), tokenizer, 0)
+    generation = Generation([1], greedy(len(ids), stream_interval=interval), tokenizer, {0})
     deltas = feed(generation, ids, tokenizer.get_vocab_size())
     sizes = [len(d.token_ids) for d in deltas]
     assert sizes[0] == 1  # this text has no held-back characters
@@ -127,7 +127,7 @@ def test_auto_stream_interval_follows_the_scheduler_unless_the_request_sets_one(
     tokenizer, explicit, auto, size
 ):
     ids = tokenizer.encode("Now is the winter of our discontent made glorious summer").ids
-    generation = Generation([1], greedy(len(ids), stream_interval=explicit), tokenizer, 0)
+    generation = Generation([1], greedy(len(ids), stream_interval=explicit), tokenizer, {0})
     deltas = []
     for token in ids:
         delta = advance(generation, one_hot(token, tokenizer.get_vocab_size()), auto)
@@ -148,10 +148,10 @@ def test_a_replayed_generation_continues_exactly_as_the_undisturbed_one(tokenize
     params = GenerationParams(
         max_tokens=40, temperature=0.9, top_k=50, seed=11, repetition_penalty=1.3, stop=("ing",)
     )
-    whole = Generation([1, 2], params, tokenizer, eos_token_id=None)
+    whole = Generation([1, 2], params, tokenizer)
     deltas = [d for row in logits if (d := advance(whole, row)) is not None]
     sent = [t for d in deltas[:cut] for t in d.token_ids]
-    resumed = Generation([1, 2], params, tokenizer, eos_token_id=None)
+    resumed = Generation([1, 2], params, tokenizer)
     resumed.replay(sent)
     assert resumed.prefill_ids == [1, 2, *sent]
     rest = [d for row in logits[len(sent) :] if (d := advance(resumed, row)) is not None]

@@ -23,7 +23,7 @@ def feed_all(matcher: StopSequenceMatcher, deltas: list[str]) -> tuple[str, bool
 
 
 def test_runs_until_length() -> None:
-    criteria = StoppingCriteria(eos_token_id=EOS, max_new_tokens=3)
+    criteria = StoppingCriteria(eog_token_ids={EOS}, max_new_tokens=3)
     assert [criteria(5), criteria(6), criteria(7)] == [
         (False, None),
         (False, None),
@@ -32,20 +32,20 @@ def test_runs_until_length() -> None:
 
 
 def test_stops_on_eos() -> None:
-    criteria = StoppingCriteria(eos_token_id=EOS, max_new_tokens=10)
+    criteria = StoppingCriteria(eog_token_ids={EOS}, max_new_tokens=10)
     assert criteria(5) == (False, None)
     assert criteria(EOS) == (True, FinishReason.EOS)
 
 
 def test_eos_on_the_last_allowed_token_reports_eos() -> None:
-    criteria = StoppingCriteria(eos_token_id=EOS, max_new_tokens=2)
+    criteria = StoppingCriteria(eog_token_ids={EOS}, max_new_tokens=2)
     assert criteria(5) == (False, None)
     assert criteria(EOS) == (True, FinishReason.EOS)
 
 
 def test_without_eos_id_only_length_stops() -> None:
     criteria = StoppingCriteria.from_params(
-        GenerationParams(max_tokens=2, seed=0), eos_token_id=None
+        GenerationParams(max_tokens=2, seed=0), eog_token_ids=()
     )
     assert [criteria(0), criteria(0)] == [(False, None), (True, FinishReason.LENGTH)]
 
