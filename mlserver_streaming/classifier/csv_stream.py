@@ -12,6 +12,9 @@ network chunks, CRLF and the header rule are tested without a server. The format
   first line as a header, `"no"` never.
 - Every row must be finite (no nan or inf), as on the V2 path.
 
+A line longer than `MAX_FIELD_CHARS` per feature cannot be a row (nor a header): the
+upload ends with that line's error as soon as it is that long, whether or not its end came.
+
 Line numbers in errors are 1-based and count every physical line (header and blank lines
 included), so they match what an editor shows.
 """
@@ -31,6 +34,9 @@ HeaderMode = Literal["auto", "yes", "no"]
 HEADER_MODES: tuple[HeaderMode, ...] = ("auto", "yes", "no")
 # Bytes that are not UTF-8 decode to this, so the bad line (not the whole piece) is named.
 NOT_UTF8 = "\ufffd"
+MAX_FIELD_CHARS = 100
+"""Characters a line may hold per feature (and once more for slack): room for any float,
+quotes and spaces, or a header's column names."""
 
 
 class CsvRowError(InvalidInput):
@@ -59,21 +65,38 @@ class CsvRowParser:
         self.n_features = n_features
         self._header: HeaderMode | None = header  # None once the first line is decided
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-        self._partial = ""  # the text after the last line break
+        self.max_line = MAX_FIELD_CHARS * (n_features + 1)
+        self._partial: list[str] = []  # the text after the last line break, as it came
+        self._partial_len = 0
         self._line = 0  # physical lines consumed so far
         self._failed = False
 
     def feed(self, data: bytes) -> ParsedRows:
         """The rows of the lines `data` completes (with what came before)."""
-        text = self._partial + self._decoder.decode(data)
-        lines = text.split("\n")
-        self._partial = lines.pop()
-        return self._parse(lines)
+        text = self._decoder.decode(data)
+        if "\n" in text:  # join the waiting pieces once, when their line ends
+            lines = ("".join(self._partial) + text).split("\n")
+            last = lines.pop()
+            self._partial, self._partial_len = [last], len(last)
+            parsed = self._parse(lines)
+            if parsed.error is not None:
+                return parsed
+        else:
+            self._partial.append(text)
+            self._partial_len += len(text)
+            parsed = ParsedRows(self._empty())
+        if self._partial_len > self.max_line:  # a line that can be no row: stop reading it
+            problem = (
+                f"longer than {self.max_line} characters; a row of {self.n_features} numbers "
+                f"is shorter (is the file CSV with one row per line?)."
+            )
+            return self._fail(CsvRowError(self._line + 1, problem), parsed.rows.tolist())
+        return parsed
 
     def close(self) -> ParsedRows:
         """The end of the upload: the rows of a last line without a line break."""
-        text = self._partial + self._decoder.decode(b"", final=True)
-        self._partial = ""
+        text = "".join(self._partial) + self._decoder.decode(b"", final=True)
+        self._partial, self._partial_len = [], 0
         return self._parse([text] if text else [])
 
     def _parse(self, lines: list[str]) -> ParsedRows:

@@ -121,3 +121,22 @@ def test_bad_line_in_a_later_piece_keeps_line_numbers() -> None:
     parsed = parser.feed(b"5,6\n7,x\n9,9\n")
     assert parsed.rows.tolist() == [[5, 6]]
     assert parsed.error is not None and parsed.error.line == 4
+
+
+def test_a_line_that_never_ends_fails_as_soon_as_it_cannot_be_a_row() -> None:
+    parser = CsvRowParser(3)
+    assert parser.feed(b"1,2,3\n").rows.tolist() == [[1, 2, 3]]
+    piece = b"1" * 100  # no line break, ever: a 64 MiB body of these used to be read whole
+    fed = 0
+    while (parsed := parser.feed(piece)).error is None:
+        fed += 1
+        assert fed * len(piece) <= parser.max_line  # refused once past a row's length
+    assert parsed.error.line == 2 and "longer than 400 characters" in str(parsed.error)
+    assert parsed.rows.shape == (0, 3)
+
+
+def test_a_long_line_that_ends_in_the_same_piece_keeps_the_rows_before_it() -> None:
+    parser = CsvRowParser(3)
+    parsed = parser.feed(b"1,2,3\n4,5,6\n" + b"7" * 1000)
+    assert parsed.rows.tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert parsed.error is not None and parsed.error.line == 3
