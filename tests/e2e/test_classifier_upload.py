@@ -124,6 +124,32 @@ async def test_bad_row_ends_the_stream_naming_its_line(server) -> None:
     assert labels_of(answered) == await v2_labels(server, ROWS[:250])
 
 
+async def test_a_body_without_line_breaks_is_refused_before_it_is_read_whole(server) -> None:
+    url = f"{server.http_url}/v2/models/{MODEL}/classify_csv"
+    piece, total = b"1" * 65536, 64 * 1024 * 1024  # 64 MiB without a line break
+    upload = await DuplexUpload.open(url)
+    sent = 0
+
+    async def send_all() -> None:
+        nonlocal sent
+        while sent < total:
+            await upload.send(piece)
+            sent += len(piece)
+
+    sending = asyncio.create_task(send_all())
+    try:
+        events = [e async for e in upload.events()]  # ends when the server ends the stream
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)  # the server stops reading
+        await upload.close()
+    assert upload.status == 200 and len(events) == 1
+    final = params_of(events[0])
+    assert final[FINISH_REASON] == FinishReason.ERROR
+    assert final[ERROR].startswith("line 1: longer than 3100 characters")
+    assert sent < total  # the rest of the body was never needed
+
+
 async def test_wrong_column_count_and_rows_total_mismatch(server) -> None:
     short = csv_bytes(ROWS[:3], header=False) + b"1,2,3\n"
     events = await httpx_upload(server, f"/v2/models/{MODEL}/classify_csv", [short])
