@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,11 @@ class GGUFTokenizer:
         """Text of ``ids``; control tokens (EOS, BOS…) are left out unless asked for."""
         pieces = b"".join(self.piece(int(i), not skip_special_tokens) for i in ids)
         return pieces.decode("utf-8", errors="replace")
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """The longest token's bytes (special ones as text too: a prompt holds them as text)."""
+        return max(len(self._render(i, True)) for i in range(self.vocab_size))
 
     def piece(self, token_id: int, special: bool = False) -> bytes:
         """The raw bytes of one token (empty for a control token unless ``special``)."""

@@ -24,6 +24,7 @@ from ..text.sample.generation import Delta
 
 logger = logging.getLogger(__name__)
 
+HTTP_PAYLOAD_TOO_LARGE = 413
 HTTP_INTERNAL = 500
 HTTP_GATEWAY_TIMEOUT = 504
 
@@ -64,6 +65,16 @@ class OpenAIError(Exception):
 def invalid(message: str, param: str | None) -> OpenAIError:
     """A 400 naming the field."""
     return OpenAIError(message, HTTP_BAD_REQUEST, INVALID_REQUEST, param)
+
+
+def body_too_large(limit: int) -> OpenAIError:
+    """A 413 for a request body past the routes' limit."""
+    return OpenAIError(
+        f"the request body must be at most {limit} bytes.",
+        HTTP_PAYLOAD_TOO_LARGE,
+        INVALID_REQUEST,
+        None,
+    )
 
 
 def model_not_found(name: str, loaded: list[str]) -> OpenAIError:

@@ -38,7 +38,7 @@ def named_error(
     return invalid(message, field)
 
 
-def build_choices(
+async def build_choices(
     model: TextModel,
     prompt: str,
     raw: Mapping[str, Any],
@@ -48,7 +48,7 @@ def build_choices(
 ) -> list[TextRequest]:
     """n engine requests for one prompt: the same parameters, seeds seed + i."""
     try:
-        first = model.requests.build(prompt, raw)
+        first = await model.requests.build_async(prompt, raw)
     except (InvalidParameter, InvalidInput) as err:
         raise named_error(err, names, prompt_field) from err
     seed = raw.get("seed")

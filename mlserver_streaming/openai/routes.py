@@ -9,6 +9,7 @@ answer for all of them (loading, unloading or reloading one leaves the others re
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ..sse import sse_response
 from ..text.loaded import TEXT_GENERATORS, TextModel
 from .chat_template import ChatTemplate, no_template
 from .chunks import Head, model_card
-from .errors import OpenAIError, from_exception, invalid, model_not_found
+from .errors import OpenAIError, body_too_large, from_exception, invalid, model_not_found
 from .generate import build_choices, submit_all
 from .logprobs import TokenStrings
 from .protocol import ChatCompletionRequest, CompletionRequest, Sampling
@@ -32,6 +33,18 @@ from .render import ChatRenderer, CompletionRenderer, Renderer, stream_events, u
 
 if TYPE_CHECKING:
     from ..text.model_folder import ModelFolder
+    from ..text.prompt import PromptLimits
+
+MAX_BODY_ENV = "MLSERVER_STREAMING_MAX_BODY_BYTES"
+"""The largest request body an OpenAI route reads (bytes; default 16 MiB)."""
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def max_body_bytes() -> int:
+    """The body limit from the environment (a bad value: the default, as for keep-alives)."""
+    raw = os.environ.get(MAX_BODY_ENV, "")
+    return int(raw) if raw.strip().isdigit() and int(raw) > 0 else DEFAULT_MAX_BODY_BYTES
+
 
 MODELS_PATH = "/v1/models"
 COMPLETIONS_PATH = "/v1/completions"
@@ -60,14 +73,34 @@ def error_response(err: BaseException) -> Response:
 
 
 async def read_body(request: Request, model_class: type[BaseModel]) -> Any:
-    """The request body validated as `model_class` (a 400 naming the bad field)."""
+    """The request body validated as `model_class` (a 400 naming the bad field; a 413 past
+    `max_body_bytes()`, before more of it is read)."""
+    limit, parts, size = max_body_bytes(), [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise body_too_large(limit)
+        parts.append(part)
     try:
-        data = orjson.loads(await request.body())
+        data = orjson.loads(b"".join(parts))
     except orjson.JSONDecodeError as err:
         raise invalid(f"the request body is not valid JSON: {err}", None) from err
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object.", None)
     return model_class.model_validate(data)
+
+
+def check_messages_length(body: ChatCompletionRequest, limits: PromptLimits) -> None:
+    """Refuse a conversation too long for any prompt before rendering it (a template adds
+    text, never removes any)."""
+    chars = sum(len(message.content or "") for message in body.messages)
+    if limits.max_prompt_chars is not None and chars > limits.max_prompt_chars:
+        raise invalid(
+            f"messages must be at most {limits.max_prompt_tokens} tokens; their {chars} "
+            f"characters are more than any prompt of that many tokens holds "
+            f"({limits.max_prompt_chars}).",
+            "messages",
+        )
 
 
 class OpenAIModel(TextModel, Protocol):
@@ -95,7 +128,9 @@ async def serve(
 ) -> Response:
     """Submit the n choices, then stream them or answer once they are done."""
     chat = isinstance(body, ChatCompletionRequest)
-    requests = build_choices(model, prompt, raw, body.n, names, "messages" if chat else "prompt")
+    requests = await build_choices(
+        model, prompt, raw, body.n, names, "messages" if chat else "prompt"
+    )
     records, streams = await submit_all(model, requests)
     render = renderer(Head(body.model, chat), model.openai_state.strings)
     if body.stream:
@@ -152,6 +187,7 @@ class OpenAIRoutes:
             template = model.openai_state.chat_template
             if template is None:
                 raise no_template(model.name)
+            check_messages_length(body, model.requests.limits)
             prompt = template.render(body.template_messages(), body.add_generation_prompt)
 
             def renderer(head: Head, strings: TokenStrings) -> Renderer:

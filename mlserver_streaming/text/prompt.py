@@ -22,6 +22,9 @@ class PromptLimits:
     max_total_tokens: int
     bos_token_id: int | None = None
     """Put in front of every prompt when set (counts as a prompt token)."""
+    max_prompt_chars: int | None = None
+    """No prompt of max_prompt_tokens tokens holds more characters (the longest token's
+    bytes times the token limit): a longer prompt is refused before it is tokenized."""
 
     @classmethod
     def from_settings(
@@ -31,6 +34,7 @@ class PromptLimits:
         context: int,
         bos_token_id: int | None = None,
         default_total: int | None = None,
+        max_token_bytes: int | None = None,
     ) -> PromptLimits:
         """Defaults fill `default_total` (the context window unless the model says less);
         explicit settings may go up to the context window."""
@@ -45,7 +49,8 @@ class PromptLimits:
             raise InvalidSettings(
                 f"{where}.max_prompt_tokens must be < max_total_tokens ({total}), got {prompt}."
             )
-        return cls(prompt, total, bos_token_id)
+        chars = None if max_token_bytes is None else prompt * max_token_bytes
+        return cls(prompt, total, bos_token_id, chars)
 
     def fit(self, params: GenerationParams, prompt_tokens: int, explicit: bool) -> GenerationParams:
         """Keep prompt + max_tokens inside max_total_tokens.
@@ -73,6 +78,12 @@ def decode_prompt(request: InferenceRequest) -> str:
 
 def encode_prompt(tokenizer: TextTokenizer, prompt: str, limits: PromptLimits) -> list[int]:
     """Token ids of the prompt, or an error when it is longer than the model accepts."""
+    if limits.max_prompt_chars is not None and len(prompt) > limits.max_prompt_chars:
+        raise InvalidInput(
+            f"input {INPUT_PROMPT!r} must be at most {limits.max_prompt_tokens} tokens; its "
+            f"{len(prompt)} characters are more than any prompt of that many tokens holds "
+            f"({limits.max_prompt_chars})."
+        )
     ids = tokenizer.encode(prompt)
     if limits.bos_token_id is not None:
         ids = [limits.bos_token_id, *ids]

@@ -6,6 +6,7 @@ runtime's side, before anything reaches the engine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from .prompt import PromptLimits, decode_prompt, encode_prompt
 from .sample.params import GenerationParams
 from .settings import TextGenerationSettings
 from .tokenizer import TextTokenizer
+
+INLINE_PROMPT_CHARS = 16384
+"""Prompts up to this long are tokenized on the event loop (well under a millisecond)."""
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,28 @@ class RequestParser:
         """Validate the limits and defaults against the model (InvalidSettings at load)."""
         prepend = folder.adds_bos if settings.prepend_bos is None else settings.prepend_bos
         bos = folder.bos_token_id if prepend else None
+        tokenizer = folder.tokenizer()
         limits = PromptLimits.from_settings(
-            settings, model_name, folder.context_window, bos, folder.default_context
+            settings,
+            model_name,
+            folder.context_window,
+            bos,
+            folder.default_context,
+            tokenizer.max_token_bytes,
         )
         defaults = settings.checked_defaults(model_name)
-        return cls(folder.tokenizer(), limits, defaults, settings.max_tokens_cap)
+        return cls(tokenizer, limits, defaults, settings.max_tokens_cap)
 
-    def parse(self, payload: InferenceRequest) -> TextRequest:
+    async def parse(self, payload: InferenceRequest) -> TextRequest:
         """A V2 request's prompt ids and parameters (InvalidInput / InvalidParameter)."""
-        return self.build(decode_prompt(payload), request_parameters(payload))
+        return await self.build_async(decode_prompt(payload), request_parameters(payload))
+
+    async def build_async(self, prompt: str, raw: Mapping[str, Any]) -> TextRequest:
+        """`build`, on a worker thread for a long prompt: tokenizing it must not hold up
+        every other stream on the event loop (a short one is not worth the hop)."""
+        if len(prompt) <= INLINE_PROMPT_CHARS:
+            return self.build(prompt, raw)
+        return await asyncio.to_thread(self.build, prompt, raw)
 
     def build(self, prompt: str, raw: Mapping[str, Any]) -> TextRequest:
         """Prompt ids and parameters from a prompt and raw parameter values (any front end:

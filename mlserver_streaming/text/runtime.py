@@ -103,7 +103,7 @@ class TextGenerator(OpenAIRoutes, StreamRoutes, PlaygroundRoutes, MLModel):
         resumed = await self.streams.predict(payload)  # `resume` / `cancel` of a stream
         if resumed is not None:
             return resumed
-        request = self._requests.parse(payload)
+        request = await self._requests.parse(payload)
         record = await self.submit(request)
         whole = merge([delta async for delta in self.deltas(record)])
         return self._final(record, whole, request.params.logprobs, {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,12 @@ class TextTokenizer(Decoder, Protocol):
         """The ids of `text`, with no special tokens added (bos is the runtime's choice)."""
         ...
 
+    @property
+    def max_token_bytes(self) -> int:
+        """The longest token's text in UTF-8 bytes (at least): a prompt of n tokens holds
+        at most n times as many characters, so a longer one is refused untokenized."""
+        ...
+
 
 class HFTokenizer:
     """A Hugging Face `tokenizer.json` (the `tokenizers` library) as a TextTokenizer."""
@@ -36,6 +43,12 @@ class HFTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        # Vocabulary strings are at least as long as the bytes they stand for (byte-level
+        # BPE writes one byte as one character of up to 2 UTF-8 bytes).
+        return max(len(token.encode()) for token in self._tokenizer.get_vocab())
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -140,6 +140,34 @@ def test_sdk_errors_name_the_field(server):
         )
 
 
+async def test_a_huge_prompt_is_refused_before_it_is_tokenized(server):
+    huge = "ROMEO: " * 1_500_000  # 10.5 MB: the model takes 255 tokens of at most 14 bytes
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client:
+        completion = await client.post(
+            "/v1/completions", json={"model": "shakespeare", "prompt": huge}
+        )
+        chat = await client.post(
+            "/v1/chat/completions",
+            json={"model": "shakespeare", "messages": [{"role": "user", "content": huge}]},
+        )
+        too_big = await client.post("/v1/completions", content=b" " * (17 * 1024 * 1024))
+        v2 = await client.post(
+            "/v2/models/shakespeare/infer",
+            json={
+                "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [huge]}]
+            },
+        )
+    assert completion.status_code == 400 and completion.json()["error"]["param"] == "prompt"
+    assert completion.json()["error"]["message"] == (
+        f"prompt must be at most 255 tokens; its {len(huge)} characters are more than any "
+        "prompt of that many tokens holds (3570)."
+    )
+    assert chat.status_code == 400 and chat.json()["error"]["param"] == "messages"
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["message"] == "the request body must be at most 16777216 bytes."
+    assert v2.status_code == 400 and "its 10500000 characters" in v2.json()["error"]
+
+
 async def test_raw_sse_arrives_chunk_by_chunk(server):
     body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 60, "stream": True}
     arrivals: list[tuple[float, str]] = []

@@ -151,7 +151,7 @@ class Streams:
         params, rest = split_stream_params(request_parameters(payload))
         if params.follows is not None:
             return params, await self._follow(params), False
-        request = self.model.requests.build(decode_prompt(payload), rest)
+        request = await self.model.requests.build_async(decode_prompt(payload), rest)
         return params, await self.backend.start(stream_key(payload.id, tags), request), True
 
     async def _follow(self, params: StreamParams) -> StreamLog:
