@@ -19,8 +19,13 @@ class FakeEngine:
         self.prefill_batches: list[list[int]] = []  # slots of each prefill forward
         self.decode_calls: list[list[int]] = []  # slots of each batched decode
         self.fail_on_decode = fail_on_decode
+        self.fail_on: set[str] = set()
+        """Calls that raise: "prefill" each time, "allocate" once."""
 
     def allocate(self) -> int:
+        if "allocate" in self.fail_on:
+            self.fail_on.discard("allocate")
+            raise RuntimeError("out of memory")
         slot = self.free.pop(0)
         self.tokens[slot] = []
         return slot
@@ -33,6 +38,8 @@ class FakeEngine:
         return len(self.free)
 
     def prefill_many(self, slots: Sequence[int], token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        if "prefill" in self.fail_on:
+            raise RuntimeError("boom")
         self.prefill_batches.append(list(slots))
         for slot, chunk in zip(slots, token_ids, strict=True):
             self.prefill_calls.append((slot, len(chunk)))

@@ -107,7 +107,11 @@ class LlamaSeqs:
         donor = prefixes.donor(np.flatnonzero(self.in_use), self.lengths, token_ids, kept)
         slot = self.claim(seq, kept)
         if donor is not None and self.copies:
-            self.copy_prefix(*donor, seq)  # at most all of the prompt but its last token
+            try:
+                self.copy_prefix(*donor, seq)  # at most all of the prompt but its last token
+            except BaseException:
+                self.release(slot)  # the caller never got it: give it back
+                raise
         return slot, int(self.lengths[seq])
 
     def copy_prefix(self, source: int, keep: int, destination: int) -> None:

@@ -29,12 +29,32 @@ class RequestRecord:
     finish_reason: FinishReason | None = None
     stream_id: str = ""
     """The stream whose log it writes (Redis mode); empty for this process's engine."""
+    deadline: float | None = None
+    """When the request must have ended (`time.monotonic()`): its reader waits no longer
+    than that and `DEADLINE_GRACE_S`, whatever happens to the engine."""
 
     def account(self, delta: Delta) -> None:
         """Count a delta's tokens and note the end, before its reader gets it."""
         self.completion_tokens += len(delta.token_ids)
         if delta.finish_reason is not None:
             self.finish_reason = delta.finish_reason
+
+
+DEADLINE_GRACE_S = 5.0
+"""How long past its deadline a reader waits for the engine's own `timeout` delta."""
+
+
+async def next_delta(record: RequestRecord) -> Delta:
+    """The record's next delta; past its deadline and the grace, a `timeout` delta of our
+    own (the engine would have sent one: it lost the request)."""
+    if record.deadline is None:
+        return await record.deltas.get()
+    try:
+        async with asyncio.timeout(record.deadline + DEADLINE_GRACE_S - time.monotonic()):
+            return await record.deltas.get()
+    except TimeoutError:
+        message = "no answer from the engine past the request's deadline"
+        return Delta(finish_reason=FinishReason.TIMEOUT, error=message, retryable=True)
 
 
 async def read_deltas(
@@ -48,7 +68,7 @@ async def read_deltas(
     try:
         while not finished:
             # Under load several deltas may wait: send them as one event, not a backlog.
-            pending = [await queue.get()]
+            pending = [await next_delta(record)]
             while coalesce and pending[-1].finish_reason is None and not queue.empty():
                 pending.append(queue.get_nowait())
             delta = pending[0] if len(pending) == 1 else merge(pending)

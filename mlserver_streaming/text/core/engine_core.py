@@ -90,14 +90,16 @@ class EngineCore:
         self.scheduler.cancel(request_id)
 
     def step(self, between: Callable[[StepOutput], None] | None = None) -> StepOutput:
-        """One scheduler step; a failed step ends the running sequences with an error, and
-        the core goes on serving."""
+        """One scheduler step; a failed step ends the running sequences with an error (after
+        what the step made before it failed: reaped requests' ends, first tokens), and the
+        core goes on serving."""
+        out = StepOutput()
         try:
-            return self.scheduler.step(between)
+            return self.scheduler.step(between, out)
         except Exception as err:  # noqa: BLE001 - one failed step must not stop the engine
             logger.exception("engine step failed")
             message = f"engine step failed: {err}"
-            out = self.scheduler.end(FinishReason.ERROR, message, waiting=False)
+            self.scheduler.end(FinishReason.ERROR, message, waiting=False, out=out)
             out.step_done = True
             return out
 

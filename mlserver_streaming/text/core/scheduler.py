@@ -79,7 +79,6 @@ class Scheduler:
     ) -> None:
         self.engine, self.max_running, self.clock = engine, max_running, clock
         self.prefill_chunk_tokens, self.auto_stream_step = prefill_chunk_tokens, auto_stream_step
-        self._allocate_cached: AllocateCached | None = getattr(engine, "allocate_cached", None)
         self._waiting: deque[SequenceRequest] = deque()
         self._running: list[SequenceRequest] = []
         self._by_id: dict[int, SequenceRequest] = {}
@@ -105,13 +104,12 @@ class Scheduler:
         if request is not None:
             request.cancelled = True
 
-    def step(self, between: Between | None = None) -> StepOutput:
+    def step(self, between: Between | None = None, out: StepOutput | None = None) -> StepOutput:
         """One engine step: reap, admit, prefill up to a chunk of prompt tokens (new prompts
-        together, in one forward), then decode every sequence whose prompt is in, the ones
-        just prefilled included, and the last prompt token of those whose prompt is cached
-        but that token. `between` gets the first tokens before the decode and a turn
-        between its layers."""
-        out = StepOutput()
+        together, in one forward), then decode every sequence whose prompt is in (or all but
+        its last token, which the decode takes). `between` gets the first tokens before the
+        decode and a turn between its layers; `out` keeps what the step made if it raises."""
+        out = StepOutput() if out is None else out
         self._reap(self.clock(), out)
         self._admit(out)
         self._prefill([r for r in self._running if not r.one_left], out)
@@ -119,13 +117,20 @@ class Scheduler:
         out.step_done = True
         return self._counted(out)
 
-    def end(self, reason: FinishReason, message: str, *, waiting: bool = True) -> StepOutput:
+    def end(
+        self,
+        reason: FinishReason,
+        message: str,
+        *,
+        waiting: bool = True,
+        out: StepOutput | None = None,
+    ) -> StepOutput:
         """End every running request, and the waiting ones too unless `waiting` is False
-        (a failed step ends only what ran in it): their last deltas."""
+        (a failed step ends only what ran in it): their last deltas, added to `out`."""
         ended = [*self._running, *(self._waiting if waiting else ())]
         if waiting:
             self._waiting.clear()
-        out = StepOutput()
+        out = StepOutput() if out is None else out
         for request in ended:
             self._finish(request, request.generation.finish(reason, message), out)
         return self._counted(out)
@@ -144,28 +149,23 @@ class Scheduler:
         admitted: list[SequenceRequest] = []
         while self._waiting and len(self._running) < self.max_running and self.engine.free_slots():
             request = self._waiting.popleft()
-            # A slot, and how many of the prompt's leading tokens it holds already.
-            ids = request.generation.prefill_ids
-            cached = self._allocate_cached
-            request.slot, request.prefilled = cached(ids) if cached else (self.engine.allocate(), 0)
+            try:
+                request.slot, request.prefilled = claim_slot(self.engine, request)
+            except Exception as err:  # noqa: BLE001 - the request ends; the others go on
+                failed = request.generation.finish(FinishReason.ERROR, f"no slot: {err}")
+                self._finish(request, failed, out)
+                break
             self._running.append(request)
             admitted.append(request)
             out.admitted[request.request_id] = self.clock() - request.arrival
         return admitted
 
     def _prefill(self, candidates: list[SequenceRequest], out: StepOutput) -> None:
-        """Prefill the next chunks of the candidates' prompts in one forward; sample the
-        first token of each prompt now complete."""
-        batch, chunks = next_chunks(candidates, self.prefill_chunk_tokens)
-        if not batch:
-            return
-        logits = self.engine.prefill_many([r.slot for r in batch], chunks)  # type: ignore[misc]
-        for request, chunk in zip(batch, chunks, strict=True):
-            request.prefilled += len(chunk)
-        out.prompt_tokens += sum(len(c) for c in chunks)
-        done = [i for i, r in enumerate(batch) if r.prefill_done]
+        """Prefill the next chunks of the candidates' prompts; sample the first token of
+        each prompt now complete."""
+        done, logits = prefill(self.engine, candidates, self.prefill_chunk_tokens, out)
         if done:
-            self._advance_all([batch[i] for i in done], logits[done], out)
+            self._advance_all(done, logits, out)
 
     def _decode(self, out: StepOutput, between: Between | None) -> None:
         batch, slots, tokens = decode_rows(self._running)
@@ -214,6 +214,15 @@ class Scheduler:
         out.add(request.request_id, delta)
 
 
+def claim_slot(engine: Engine, request: SequenceRequest) -> tuple[int, int]:
+    """A slot for the request, and how many of its prompt's leading tokens it holds already
+    (an engine with `allocate_cached` keeps released slots' KV)."""
+    cached: AllocateCached | None = getattr(engine, "allocate_cached", None)
+    if cached is None:
+        return engine.allocate(), 0
+    return cached(request.generation.prefill_ids)
+
+
 def decode_rows(
     running: list[SequenceRequest],
 ) -> tuple[list[SequenceRequest], list[int], list[int]]:
@@ -226,6 +235,22 @@ def decode_rows(
         r.generation.last_token if r.prefill_done else r.generation.prefill_ids[-1] for r in batch
     ]
     return batch, slots, tokens  # type: ignore[return-value]
+
+
+def prefill(
+    engine: Engine, candidates: list[SequenceRequest], budget: int, out: StepOutput
+) -> tuple[list[SequenceRequest], np.ndarray]:
+    """Prefill the next chunks of the candidates' prompts, at most `budget` tokens, in one
+    forward; the requests whose prompt is now complete, and their last token's logits."""
+    batch, chunks = next_chunks(candidates, budget)
+    if not batch:
+        return [], np.empty(0)
+    logits = engine.prefill_many([r.slot for r in batch], chunks)  # type: ignore[misc]
+    for request, chunk in zip(batch, chunks, strict=True):
+        request.prefilled += len(chunk)
+    out.prompt_tokens += sum(len(c) for c in chunks)
+    done = [i for i, r in enumerate(batch) if r.prefill_done]
+    return [batch[i] for i in done], logits[done]
 
 
 def next_chunks(

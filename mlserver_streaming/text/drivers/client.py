@@ -73,7 +73,7 @@ class EngineClient:
         if self.failure is not None or self.driver is None:
             raise EngineUnavailable(self.failure or "the text engine is not running.")
         check_capacity(len(self.inflight) - self.max_running, self.max_waiting, self.max_running)
-        record = RequestRecord(next(self._ids), len(prompt_ids), params.seed)
+        record = RequestRecord(next(self._ids), len(prompt_ids), params.seed, deadline=deadline)
         self.inflight[record.request_id] = record
         arrival = record.timing.arrival
         self.driver.send(Submit(record.request_id, prompt_ids, params, arrival, deadline))

@@ -72,6 +72,51 @@ def test_a_failed_step_ends_running_sequences_with_an_error_and_the_core_goes_on
     assert finals(outputs) == {2: FinishReason.LENGTH}
 
 
+def test_a_step_failing_in_decode_keeps_the_ends_the_step_made_before(tokenizer):
+    engine = FakeEngine(4096, max_slots=2)
+    core = make_core(tokenizer, engine)
+    core.submit(submit(1))
+    core.step()  # 1 runs
+    core.submit(submit(2, deadline=0.0))  # past its deadline: reaped by the next step
+    engine.fail_on_decode = True
+    out = core.step()
+    assert {rid: d.finish_reason for rid, d in out.deltas.items()} == {
+        1: FinishReason.ERROR,
+        2: FinishReason.TIMEOUT,
+    }
+    assert engine.free_slots() == 2 and not core.busy
+
+
+def test_a_step_failing_in_prefill_ends_what_it_admitted(tokenizer):
+    engine = FakeEngine(4096, max_slots=2)
+    engine.fail_on.add("prefill")
+    core = make_core(tokenizer, engine)
+    core.submit(submit(1))
+    core.submit(submit(2))
+    out = core.step()
+    assert {rid: d.finish_reason for rid, d in out.deltas.items()} == {
+        1: FinishReason.ERROR,
+        2: FinishReason.ERROR,
+    }
+    assert "engine step failed: boom" in (out.deltas[1].error or "")
+    assert engine.free_slots() == 2 and not core.busy
+
+
+def test_a_failed_allocation_ends_that_request_and_the_next_is_admitted(tokenizer):
+    engine = FakeEngine(4096, max_slots=2)
+    engine.fail_on.add("allocate")  # the first allocation only
+    core = make_core(tokenizer, engine)
+    core.submit(submit(1))
+    core.submit(submit(2, max_tokens=3))
+    outputs = [core.step()]
+    assert outputs[0].deltas[1].finish_reason is FinishReason.ERROR
+    assert "no slot: out of memory" in (outputs[0].deltas[1].error or "")
+    while core.busy:
+        outputs.append(core.step())
+    assert finals(outputs) == {1: FinishReason.ERROR, 2: FinishReason.LENGTH}
+    assert engine.free_slots() == 2
+
+
 def test_the_loop_runs_every_request_to_its_end_then_stops(tokenizer):
     engine = FakeEngine(4096, max_slots=2)
     core = make_core(tokenizer, engine)

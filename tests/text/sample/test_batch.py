@@ -58,10 +58,13 @@ def same_choice(a: Choice, b: Choice) -> bool:
 
 
 def run_twins(twins: list[Twin], steps: int, vocab: int, seed: int) -> int:
-    """Step the twins together; assert equal choices and generator states; count draws."""
+    """Step the twins together; assert equal choices and generator states; count the
+    choices that drew from a generator (its state moved), i.e. that really sampled."""
     rng = np.random.default_rng(seed)
+    draws = 0
     for _ in range(steps):
         logits = make_logits(rng, len(twins), vocab)
+        before = [twin.states()[0] for twin in twins]
         batched = choose_batch(
             logits, [t.batched for t in twins], [t.history for t in twins], min_rows=1
         )
@@ -71,7 +74,8 @@ def run_twins(twins: list[Twin], steps: int, vocab: int, seed: int) -> int:
             twin.history = np.append(twin.history, alone.token_id)
             first, second = twin.states()
             assert first == second
-    return steps * len(twins)
+            draws += first != before[row]
+    return draws
 
 
 def params_for(combo: tuple[float, int, float, float], seed: int, logprobs=None):
@@ -102,7 +106,9 @@ def test_a_mixed_batch_of_32_matches_each_rows_chooser(seed: int) -> None:
         logprobs = [None, 0, 3][rng.integers(3)]
         prompt = rng.integers(4096, size=rng.integers(1, 30))
         twins.append(Twin(params_for(combo, seed=1000 * seed + row, logprobs=logprobs), prompt))
-    assert run_twins(twins, steps=60, vocab=4096, seed=seed) >= 1900
+    greedy = sum(twin.params.greedy for twin in twins)
+    # Every sampling row draws at each step, every greedy row never: the batch sampled.
+    assert run_twins(twins, steps=60, vocab=4096, seed=seed) == 60 * (32 - greedy) > 0
 
 
 def test_a_batch_sharing_one_config_matches_each_rows_chooser() -> None:

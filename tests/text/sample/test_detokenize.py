@@ -42,9 +42,16 @@ def stream(detok: IncrementalDetokenizer, ids: list[int]) -> list[str]:
     return [detok.step(token_id) for token_id in ids] + [detok.flush()]
 
 
-def test_multi_byte_characters_are_split_over_tokens(tokenizer: Tokenizer) -> None:
+def test_a_character_split_over_tokens_is_held_back_until_its_last_byte(
+    tokenizer: Tokenizer,
+) -> None:
     for char in ("👑", "🎉", "首", "京"):
-        assert len(tokenizer.encode(char).ids) > 1, char
+        ids = tokenizer.encode(char).ids
+        assert len(ids) > 1, f"the fixture's tokenizer must split {char!r} over tokens"
+        detok = IncrementalDetokenizer(tokenizer)
+        deltas = [detok.step(token_id) for token_id in ids]
+        assert deltas == [""] * (len(ids) - 1) + [char]
+        assert detok.flush() == ""
 
 
 @pytest.mark.parametrize("text", SAMPLES)
