@@ -88,12 +88,23 @@ async def test_a_caller_larger_than_the_batch_is_scored_alone(make_batcher):
     assert scorer.calls == [3]
 
 
-async def test_a_lone_caller_waits_at_most_the_batch_time(make_batcher):
-    # Nobody else comes: without the batch time it would wait forever. The bound is far
-    # from both 50 ms and forever, so a slow machine does not decide it.
+async def test_a_lone_caller_is_scored_when_the_batch_time_ends(make_batcher):
+    # Nobody else comes: without the batch timer it would wait forever (the 10 s bound is
+    # far from 50 ms, so a slow machine does not decide it); it waits for company first.
     batcher = make_batcher(RecordingScorer(), max_batch_time_s=0.05)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     async with asyncio.timeout(10):
         assert (await batcher.submit(rows(1))).tolist() == [10]
+    assert loop.time() - start >= 0.045  # not before the window (less timer resolution)
+
+
+async def test_a_full_batch_is_scored_without_waiting_for_the_batch_time(make_batcher):
+    scorer = RecordingScorer()
+    batcher = make_batcher(scorer, max_batch_size=2, max_batch_time_s=3600)
+    async with asyncio.timeout(10):  # an hour's window: only a full batch ends it this soon
+        results = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(2)))
+    assert [r.tolist() for r in results] == [[10], [20]] and scorer.calls == [2]
 
 
 async def test_a_failed_call_fails_its_callers_and_the_loop_goes_on(make_batcher):

@@ -281,21 +281,26 @@ async def test_health_answers_promptly_while_a_stream_generates(server):
 
 
 async def test_metrics_endpoint_exposes_generation_metrics(server):
-    await sse_events(server.http_url, STREAM, request(max_tokens=4, seed=9))
+    counted = {  # what one 4-token request adds at least (other tests' streams may add more)
+        "time_to_first_token_seconds_count": 1,
+        "inter_token_latency_seconds_count": 3,
+        "request_queue_time_seconds_count": 1,
+        "e2e_request_latency_seconds_count": 1,
+        "prompt_tokens_total": 1,
+        "generation_tokens_total": 4,
+        "request_success_total": 1,
+    }
+    names = [f"mlserver_streaming:{name}" for name in counted]
+    before = [await metric(server, name, model_name=MODEL) for name in names]
+    events = await sse_events(server.http_url, STREAM, request(max_tokens=4, seed=9))
+    assert params_of(events[-1])["finish_reason"] == "length"  # 4 tokens, to its end
+    after = [await metric(server, name, model_name=MODEL) for name in names]
+    for name, added, was, now in zip(counted, counted.values(), before, after, strict=True):
+        assert now - was >= added, (name, was, now)
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         text = (await client.get(server.metrics_url)).text
-    for name in (
-        "time_to_first_token_seconds_count",
-        "inter_token_latency_seconds_count",
-        "request_queue_time_seconds_count",
-        "e2e_request_latency_seconds_count",
-        "prompt_tokens_total",
-        "generation_tokens_total",
-        "num_requests_running",
-        "num_requests_waiting",
-        "request_success_total",
-    ):
-        assert f"mlserver_streaming:{name}{{" in text, name
+    for gauge in ("num_requests_running", "num_requests_waiting"):
+        assert f"mlserver_streaming:{gauge}{{" in text, gauge
 
 
 async def timed_events(base_url: str, body: dict) -> tuple[list[dict], list[float]]:

@@ -90,3 +90,12 @@ def test_the_sandbox_refuses_unsafe_templates():
     template = ChatTemplate.from_source("{{ messages.__class__.__mro__ }}")
     with pytest.raises(OpenAIError, match="failed on these messages"):
         template.render([], add_generation_prompt=False)
+
+
+def test_the_sandbox_is_immutable_a_template_cannot_change_the_messages():
+    # A plain sandbox lets a template append to the list it was given; the immutable one
+    # (transformers' choice) refuses, so a template cannot rewrite the request it renders.
+    source = "{% set _ = messages.append({'role': 'user', 'content': 'x'}) %}{{ messages|length }}"
+    template = ChatTemplate.from_source(source)
+    with pytest.raises(OpenAIError, match="failed on these messages"):
+        template.render([{"role": "user", "content": "hi"}], add_generation_prompt=False)
