@@ -240,6 +240,21 @@ async def test_an_unknown_stream_id_is_not_found_on_every_transport(server):
     await assert_not_found(server, "no-such-stream")
 
 
+async def test_a_stream_id_outside_the_rule_is_refused_on_every_route(server):
+    rule = "1 to 128 characters of A-Z, a-z, 0-9 and . _ ~ : -"
+    long_id = "x" * 5000
+    events = await sse_all(server.http_url, with_id(request(max_tokens=4), long_id))
+    assert len(events) == 1 and params_of(events[0])["finish_reason"] == "error"
+    assert f"the request id must be a stream id: {rule}" in params_of(events[0])["error"]
+    resumed = await sse_all(server.http_url, resume("a/b"))
+    assert f"resume must be a stream id: {rule}, got 'a/b'." in params_of(resumed[0])["error"]
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client:
+        got = await client.get("/v2/streams/" + long_id)
+        cancelled = await client.post("/v2/streams/a%20b/cancel")
+    assert got.status_code == cancelled.status_code == 400
+    assert f"the stream id must be a stream id: {rule}" in cancelled.json()["error"]
+
+
 @pytest.fixture(scope="module")
 def forgetful_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The Shakespeare model keeping ended streams for half a second."""

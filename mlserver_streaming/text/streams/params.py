@@ -7,6 +7,7 @@ are bool, int or string, so gRPC carries them as they are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,26 @@ RESUME = "resume"
 CANCEL = "cancel"
 STARTING_AFTER = "starting_after"
 STREAM_PARAMETER_NAMES = (BACKGROUND, RESUME, CANCEL, STARTING_AFTER)
+MAX_STREAM_ID = 128
+_STREAM_ID = re.compile(r"[A-Za-z0-9._~:-]+")
+
+
+def check_stream_id(name: str, value: object) -> str:
+    """A stream id as a client may give one: 1 to 128 of `A-Z a-z 0-9 . _ ~ : -` (a
+    request id, which MLServer mints as a random UUID when the client sends none).
+    Whoever knows a stream's id can read and cancel it: keep it secret, or let the server
+    mint it. InvalidParameter names `name` otherwise."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_STREAM_ID
+        or not _STREAM_ID.fullmatch(value)
+    ):
+        shown = value[:40] + "..." if isinstance(value, str) and len(value) > 40 else value
+        raise InvalidParameter(
+            f"{name} must be a stream id: 1 to {MAX_STREAM_ID} characters of A-Z, a-z, 0-9 "
+            f"and . _ ~ : -, got {shown!r}."
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -64,8 +85,4 @@ def split_stream_params(raw: Mapping[str, Any]) -> tuple[StreamParams, dict[str,
 
 def _stream_id(raw: Mapping[str, Any], name: str) -> str | None:
     value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidParameter(f"{name} must be a stream id (a non-empty string), got {value!r}.")
-    return value
+    return None if value is None else check_stream_id(name, value)

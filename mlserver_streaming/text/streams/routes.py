@@ -22,7 +22,7 @@ from ...params import as_int, check_range
 from ...sse import id_event, sse_response
 from ..loaded import TEXT_GENERATORS, TextModel
 from .event_log import StreamLog
-from .params import STARTING_AFTER
+from .params import STARTING_AFTER, check_stream_id
 from .streams import EMPTY_OUTPUTS, entry_event
 
 STREAM_PATH = "/v2/streams/{stream_id}"
@@ -33,6 +33,7 @@ HTTP_NO_CONTENT = 204
 
 async def find_stream(stream_id: str) -> tuple[TextModel, StreamLog]:
     """The generator and log of a stream id (StreamNotFound when no model has it)."""
+    check_stream_id("the stream id", stream_id)
     missing: StreamNotFound | None = None
     for model in TEXT_GENERATORS.all():
         try:
@@ -98,7 +99,7 @@ class StreamRoutes:
         try:
             model, _ = await find_stream(stream_id)
             stream = await model.streams.cancel(stream_id)
-        except (StreamNotFound, RedisUnavailable) as err:
+        except (StreamNotFound, InvalidParameter, RedisUnavailable) as err:
             return error_response(err)
         body = {"id": stream_id, "ended": stream.ended, "events": stream.length}
         return Response(encode_to_json_bytes(body), media_type="application/json")

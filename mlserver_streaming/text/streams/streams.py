@@ -9,6 +9,7 @@ cancels its generation; with it, only `cancel` does.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -32,7 +33,7 @@ from ..request import RequestParser, TextRequest
 from ..responses import delta_outputs
 from ..sample.generation import Delta, merge
 from .event_log import EventLog, LogEntry, StreamLog
-from .params import StreamParams, split_stream_params
+from .params import StreamParams, check_stream_id, split_stream_params
 
 EMPTY_OUTPUTS = delta_outputs(Delta(), None)
 """The outputs of an error event: empty text and no tokens."""
@@ -84,10 +85,11 @@ def entry_event(
 
 
 def stream_key(request_id: str | None, tags: dict[str, ParamValue]) -> str:
-    """A stream's log id: the request id (the response `id`); turn n > 0 of a gRPC call,
-    whose requests all share the first one's id, is `<id>:<n>`."""
+    """A stream's log id: the request id (the response `id`, checked as a stream id); turn
+    n > 0 of a gRPC call, whose requests all share the first one's id, is `<id>:<n>`."""
     turn = tags.get(REQUEST_INDEX, 0)
-    return f"{request_id or ''}:{turn}" if turn else request_id or ""
+    key = check_stream_id("the request id", request_id)
+    return f"{key}:{turn}" if turn else key
 
 
 class Streams:
@@ -152,6 +154,8 @@ class Streams:
         if params.follows is not None:
             return params, await self._follow(params), False
         request = await self.model.requests.build_async(decode_prompt(payload), rest)
+        if not payload.id:  # MLServer mints one for its routes; in-process callers may not
+            payload.id = uuid.uuid4().hex
         return params, await self.backend.start(stream_key(payload.id, tags), request), True
 
     async def _follow(self, params: StreamParams) -> StreamLog:

@@ -27,9 +27,24 @@ def test_a_resume_ignores_generation_parameters_but_refuses_typos():
         split_stream_params({"resume": "a", "max_tokenz": 3})
 
 
+ID_RULE = "1 to 128 characters of A-Z, a-z, 0-9 and . _ ~ : -"
 BAD = [
-    ({"resume": ""}, "resume must be a stream id (a non-empty string), got ''."),
-    ({"resume": 3}, "resume must be a stream id (a non-empty string), got 3."),
+    (
+        {"resume": ""},
+        f"resume must be a stream id: {ID_RULE}, got ''.",
+    ),
+    (
+        {"resume": 3},
+        f"resume must be a stream id: {ID_RULE}, got 3.",
+    ),
+    (
+        {"cancel": "a b"},
+        f"cancel must be a stream id: {ID_RULE}, got 'a b'.",
+    ),
+    (
+        {"resume": "x" * 5000},
+        f"resume must be a stream id: {ID_RULE}, got '{'x' * 40}...'.",
+    ),
     ({"resume": "a", "cancel": "b"}, "give resume or cancel, not both."),
     ({"resume": "a", "background": True}, "background applies to new streams"),
     ({"starting_after": 2}, "starting_after needs resume (or cancel)"),
