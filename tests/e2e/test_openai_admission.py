@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import openai
 import pytest
 
 from mlserver_streaming.sse import KEEPALIVE_ENV
 
-from .clients import LineReader
+from .clients import LineReader, metric
 from .conftest import MODEL_REPO
 from .engines import Pause, run_until
 from .server import Server, running_server
@@ -57,20 +57,28 @@ def one_slot_no_deadline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 COMPLETIONS = "/v1/completions"
+GENERATED = "mlserver_streaming:generation_tokens_total"
 LONG = {"model": MODEL, "prompt": "ROMEO:\n", "max_tokens": 250, "seed": 1}
 
 
-async def first_tokens_then_past_the_deadline(engine: Pause, tokens_seen: Callable[[], object]):
-    """Run the paused engine until the client has tokens, then hold it past the deadline
-    (measured from the request's arrival, which came before the tokens were seen)."""
-    await run_until(engine, tokens_seen, "the first tokens")
+async def first_tokens_then_past_the_deadline(engine: Pause, server: Server) -> None:
+    """Run the paused engine until the server has its stream's first tokens, then hold it
+    past the deadline (measured from the request's arrival, before those tokens). The
+    server's own count, not the client's reading, says when: a client slowed by a busy
+    machine would let the engine step on to the stream's end before it saw a token."""
+    before = await metric(server, GENERATED)
+    await run_until(engine, lambda: tokens_since(server, before), "the first tokens", step_s=0.001)
     await asyncio.sleep(DEADLINE_S)
+
+
+async def tokens_since(server: Server, before: float) -> bool:
+    return await metric(server, GENERATED) > before
 
 
 async def test_past_the_deadline_the_error_arrives_in_band_then_done(one_slot):
     with Pause.engines_of(one_slot).held() as engine:
         stream = LineReader(one_slot.http_url, COMPLETIONS, {**LONG, "stream": True})
-        await first_tokens_then_past_the_deadline(engine, stream.data)
+        await first_tokens_then_past_the_deadline(engine, one_slot)
     lines = await stream.result()
     data = [line for line in lines if line.startswith("data: ")]
     assert data[-1] == "data: [DONE]"
@@ -90,7 +98,7 @@ async def test_the_sdk_raises_the_in_band_error_mid_stream(one_slot):
 
     with Pause.engines_of(one_slot).held() as engine:
         reading = asyncio.create_task(read())
-        await first_tokens_then_past_the_deadline(engine, lambda: received or reading.done())
+        await first_tokens_then_past_the_deadline(engine, one_slot)
     with pytest.raises(openai.APIError, match="deadline"):
         await reading
     assert received  # tokens came first, then the error
