@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..disconnect import ClientGone, unless_disconnected
 from ..sse import sse_response
 from ..text.loaded import TEXT_GENERATORS, TextModel
 from .chat_template import ChatTemplate, no_template
@@ -46,6 +47,8 @@ def max_body_bytes() -> int:
     return int(raw) if raw.strip().isdigit() and int(raw) > 0 else DEFAULT_MAX_BODY_BYTES
 
 
+HTTP_CLIENT_GONE = 499
+"""nginx's status for a client that closed the connection (nobody reads it)."""
 MODELS_PATH = "/v1/models"
 COMPLETIONS_PATH = "/v1/completions"
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
@@ -119,6 +122,7 @@ def loaded(name: str) -> OpenAIModel:
 
 
 async def serve(
+    request: Request,
     body: Sampling,
     model: OpenAIModel,
     prompt: str,
@@ -135,7 +139,10 @@ async def serve(
     render = renderer(Head(body.model, chat), model.openai_state.strings)
     if body.stream:
         return sse_response(stream_events(render, records, streams, body.include_usage))
-    return json_response(await unary(render, records, streams))
+    try:  # a client that leaves cancels its choices (their slots go to the others)
+        return json_response(await unless_disconnected(request, unary(render, records, streams)))
+    except ClientGone:
+        return Response(status_code=HTTP_CLIENT_GONE)
 
 
 class OpenAIRoutes:
@@ -174,7 +181,7 @@ class OpenAIRoutes:
             def renderer(head: Head, strings: TokenStrings) -> Renderer:
                 return CompletionRenderer(head, strings, raw.get("logprobs"))
 
-            return await serve(body, model, body.prompt, raw, names, renderer)
+            return await serve(request, body, model, body.prompt, raw, names, renderer)
         except Exception as err:  # noqa: BLE001 - every failure answers in OpenAI's shape
             return error_response(err)
 
@@ -194,7 +201,7 @@ class OpenAIRoutes:
                 return ChatRenderer(head, strings, body.logprobs)
 
             raw, names = body.raw_parameters(), body.field_names()
-            return await serve(body, model, prompt, raw, names, renderer)
+            return await serve(request, body, model, prompt, raw, names, renderer)
         except Exception as err:  # noqa: BLE001 - every failure answers in OpenAI's shape
             return error_response(err)
 

@@ -212,6 +212,31 @@ async def test_disconnect_cancels_the_sequence_and_openai_is_counted(server):
     assert after == before + 1
 
 
+async def test_a_unary_request_whose_client_leaves_is_cancelled(server):
+    cancelled = "mlserver_streaming:request_success_total"
+    before = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
+    generated = "mlserver_streaming:generation_tokens_total"
+    tokens = await metric(server, generated, model_name="shakespeare")
+    body = {"model": "shakespeare", "prompt": "ROMEO:\n", "max_tokens": 250}
+    running = "mlserver_streaming:num_requests_running"
+
+    async def begun() -> bool:
+        return await metric(server, generated, model_name="shakespeare") > tokens
+
+    async def stopped() -> bool:
+        return await metric(server, running, model_name="shakespeare") == 0
+
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client:
+        with Pause.engines_of(server).held() as engines:
+            waiting = asyncio.create_task(client.post("/v1/completions", json=body))
+            await run_until(engines, begun, "the completion's first tokens")
+            waiting.cancel()  # the client gives up: its connection closes
+            await asyncio.gather(waiting, return_exceptions=True)
+            await run_until(engines, stopped, "the sequence to stop after the client left")
+    after = await metric(server, cancelled, finished_reason="cancelled", model_name="shakespeare")
+    assert after == before + 1
+
+
 async def test_openai_tokens_are_counted_like_v2(server):
     generated = "mlserver_streaming:generation_tokens_total"
     before = await metric(server, generated, model_name="shakespeare")
