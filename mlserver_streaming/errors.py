@@ -6,9 +6,14 @@ gRPC code for unary calls; inside a stream the runtimes turn them into a final e
 
 from __future__ import annotations
 
+import logging
+import secrets
+
 import grpc
 from mlserver.errors import MLServerError
 from mlserver.grpc import utils as grpc_utils
+
+logger = logging.getLogger(__name__)
 
 HTTP_BAD_REQUEST = 400
 HTTP_NOT_FOUND = 404
@@ -72,3 +77,15 @@ class StreamNotFound(StreamingError):
 
     def __init__(self, msg: str):
         super().__init__(msg, HTTP_NOT_FOUND)
+
+
+def client_message(err: BaseException, what: str = "internal error") -> str:
+    """The one rule for what a client sees of an error. Our typed errors (and MLServer's)
+    say what was wrong, allowed and received: their message. Anything else is `what` and an
+    id, and the detail goes to the server log under that id: an exception's text can hold
+    internals (paths, hosts, library state) that are no client's business."""
+    if isinstance(err, MLServerError):
+        return str(err)
+    error_id = secrets.token_hex(6)
+    logger.error("%s (error id %s)", what, error_id, exc_info=err)
+    return f"{what} (error id {error_id}); the server log has the details."

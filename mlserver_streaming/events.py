@@ -16,6 +16,8 @@ from typing import Protocol
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 
+from .errors import client_message
+
 logger = logging.getLogger(__name__)
 
 FINAL = "final"
@@ -90,10 +92,8 @@ def final_event(
 
 
 def error_message(err: BaseException) -> str:
-    """The client-facing text of an error; unexpected errors are not leaked in detail."""
-    if isinstance(err, MLServerError):
-        return str(err)
-    return f"internal error: {type(err).__name__}: {err}"
+    """The client-facing text of an error (`errors.client_message`)."""
+    return client_message(err)
 
 
 def error_event(

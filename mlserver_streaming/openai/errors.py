@@ -18,6 +18,7 @@ from ..errors import (
     HTTP_TOO_MANY_REQUESTS,
     HTTP_UNAVAILABLE,
     StreamingError,
+    client_message,
 )
 from ..events import FinishReason
 from ..text.sample.generation import Delta
@@ -112,8 +113,7 @@ def from_exception(err: BaseException) -> OpenAIError:
         if status == HTTP_UNAVAILABLE:
             return OpenAIError(str(err), status, SERVER_ERROR, None, "engine_unavailable")
         return OpenAIError(str(err), status, INVALID_REQUEST if status < 500 else SERVER_ERROR)
-    logger.exception("OpenAI route failed")
-    return OpenAIError(f"internal error: {type(err).__name__}: {err}", HTTP_INTERNAL, SERVER_ERROR)
+    return OpenAIError(client_message(err), HTTP_INTERNAL, SERVER_ERROR)
 
 
 _ENDED = {

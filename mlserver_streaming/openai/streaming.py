@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import client_message
 from ..events import FinishReason
 from ..text.loaded import TextModel
 from ..text.record import RequestRecord
@@ -44,8 +45,8 @@ class ChoiceStreams:
             async for delta in model.deltas(record):
                 self._queue.put_nowait((index, delta))
         except Exception as err:  # noqa: BLE001 - a reader must always end its choice
-            logger.exception("reading choice %d failed", index)
-            failed = Delta(finish_reason=FinishReason.ERROR, error=f"internal error: {err}")
+            message = client_message(err, f"reading choice {index} failed")
+            failed = Delta(finish_reason=FinishReason.ERROR, error=message)
             self._queue.put_nowait((index, failed))
 
     async def next(self) -> tuple[int, Delta]:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from threadpoolctl import threadpool_limits
 
+from ...errors import client_message
 from ...events import FinishReason
 from ..model_folder import ModelFolder, open_model_folder
 from ..sample.generation import Generation
@@ -97,8 +98,7 @@ class EngineCore:
         try:
             return self.scheduler.step(between, out)
         except Exception as err:  # noqa: BLE001 - one failed step must not stop the engine
-            logger.exception("engine step failed")
-            message = f"engine step failed: {err}"
+            message = client_message(err, "engine step failed")
             self.scheduler.end(FinishReason.ERROR, message, waiting=False, out=out)
             out.step_done = True
             return out

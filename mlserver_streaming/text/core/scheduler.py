@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...engine.seams import AllocateCached, Engine
+from ...errors import client_message
 from ...events import FinishReason
 from ..sample.batch import choose_batch
 from ..sample.generation import Delta, Generation
@@ -152,8 +153,7 @@ class Scheduler:
             try:
                 request.slot, request.prefilled = claim_slot(self.engine, request)
             except Exception as err:  # noqa: BLE001 - the request ends; the others go on
-                failed = request.generation.finish(FinishReason.ERROR, f"no slot: {err}")
-                self._finish(request, failed, out)
+                self._finish(request, no_slot(request, err), out)
                 break
             self._running.append(request)
             admitted.append(request)
@@ -221,6 +221,11 @@ def claim_slot(engine: Engine, request: SequenceRequest) -> tuple[int, int]:
     if cached is None:
         return engine.allocate(), 0
     return cached(request.generation.prefill_ids)
+
+
+def no_slot(request: SequenceRequest, err: Exception) -> Delta:
+    """The last delta of a request that could not be given a slot."""
+    return request.generation.finish(FinishReason.ERROR, client_message(err, "no slot"))
 
 
 def decode_rows(

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from ...errors import RedisUnavailable, StreamNotFound
+from ...errors import RedisUnavailable, StreamNotFound, client_message
 from ..streams.event_log import LogEntry, check_starting_after
 from .codec import (
     RedisKeys,
@@ -33,7 +33,7 @@ from .tail import RedisTailer
 
 def unavailable(err: RedisError) -> RedisUnavailable:
     """The retryable error of a Redis call that failed."""
-    return RedisUnavailable(f"redis unavailable ({type(err).__name__}: {err}); retry later.")
+    return RedisUnavailable(client_message(err, "redis unavailable, retry later"))
 
 
 class RedisStreamLog:
