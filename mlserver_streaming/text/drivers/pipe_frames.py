@@ -12,9 +12,11 @@ interpreter's caches cold, a report cost ~30 µs besides its write at one stream
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any
 
 READ_SIZE = 1 << 16
@@ -59,6 +61,50 @@ class FrameWriter:
         data = memoryview(frame(message))
         while data:
             data = data[os.write(self._fd, data) :]
+
+
+class QueuedFrameWriter:
+    """Writes frames to a pipe from an event loop without ever blocking it: what the pipe
+    cannot take now waits in a buffer, written as the reader drains the pipe
+    (`add_writer`). A burst of long prompts (a Submit each, n per OpenAI request) while the
+    engine is in a step would otherwise hold the loop, and every stream, on a full pipe."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, gone: Callable[[], None]):
+        os.set_blocking(fd, False)
+        self._fd, self._loop, self._gone = fd, loop, gone
+        self._pending = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes written by `send` that the pipe has not taken yet."""
+        return len(self._pending)
+
+    def send(self, message: Any) -> None:
+        """Queue one message whole; it goes out in order. `gone` is called once the reader
+        has closed its end."""
+        was_idle = not self._pending
+        self._pending += frame(message)
+        if was_idle:
+            self._flush()
+            if self._pending:
+                self._loop.add_writer(self._fd, self._flush)
+
+    def _flush(self) -> None:
+        try:
+            while self._pending:
+                self._pending = self._pending[os.write(self._fd, self._pending) :]
+        except BlockingIOError:
+            return
+        except OSError:
+            self._pending.clear()
+            self.close()
+            self._gone()
+            return
+        self._loop.remove_writer(self._fd)
+
+    def close(self) -> None:
+        """Stop writing (what waits is dropped: the reader is gone or stopping)."""
+        self._loop.remove_writer(self._fd)
 
 
 class FrameReader:

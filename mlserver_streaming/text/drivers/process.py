@@ -6,8 +6,9 @@ server's process runs gRPC and uvloop threads) builds the core and runs `run_eng
 on its main thread (`drivers/child.py`). Commands go down one pipe; every step output comes
 up the other as a `StepReport`, read on the event loop (`add_reader`: no thread, no extra
 GIL hand-off; `pipe_frames.py`: one read for all that waits) and handed to the listener.
-Both directions write `Connection`'s frames with `FrameWriter` (one `pickle.dumps`, one
-`os.write`); the child reads its commands with `Connection.recv`.
+Both directions write `Connection`'s frames (one `pickle.dumps`, one `os.write`); here
+without blocking the loop (`QueuedFrameWriter`: a full pipe's rest waits for the child to
+read), and the child reads its commands with `Connection.recv`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ...errors import InvalidSettings
 from ..core.engine_core import EngineSpec, Listener
 from ..core.messages import Command, Failed, Stop, from_wire
 from .child import run_engine
-from .pipe_frames import FrameReader, FrameWriter
+from .pipe_frames import FrameReader, QueuedFrameWriter
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,11 @@ class ProcessDriver:
     ) -> None:
         self.process = process
         self._commands = commands
-        self._writer = FrameWriter(commands.fileno())  # frames the child's recv reads
         self._reports = reports
         self._listener = listener
         self._loop = asyncio.get_running_loop()
+        # Frames the child's recv reads; a full pipe never blocks the loop.
+        self._writer = QueuedFrameWriter(commands.fileno(), self._loop, self._on_exit)
         self._stopping = False
         self._frames = FrameReader(reports.fileno())
         self._loop.add_reader(reports.fileno(), self._read_reports)
@@ -83,10 +85,7 @@ class ProcessDriver:
         """Send a command to the engine process."""
         if self._commands.closed:
             return
-        try:
-            self._writer.send(command)
-        except OSError:  # the child is gone
-            self._on_exit()
+        self._writer.send(command)
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the child (Stop, join, then terminate); its last report reaches the listener."""
@@ -114,7 +113,9 @@ class ProcessDriver:
         if not self._reports.closed:
             self._loop.remove_reader(self._reports.fileno())
             self._reports.close()
-        self._commands.close()
+        if not self._commands.closed:
+            self._writer.close()
+            self._commands.close()
 
     def _on_exit(self) -> None:
         self._close()

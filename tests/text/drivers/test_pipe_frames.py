@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import pickle
 import select
@@ -11,6 +12,7 @@ import threading
 from mlserver_streaming.text.drivers.pipe_frames import (
     FrameReader,
     FrameWriter,
+    QueuedFrameWriter,
     frame,
     split_frames,
 )
@@ -84,3 +86,34 @@ def test_messages_larger_than_the_pipe_go_whole_in_order() -> None:
     writer_end.close()
     assert reader.read() == ([], True)
     reader_end.close()
+
+
+async def test_the_queued_writer_never_blocks_and_delivers_everything_in_order() -> None:
+    reader_end, writer_end = multiprocessing.Pipe(duplex=False)
+    gone: list[bool] = []
+    loop = asyncio.get_running_loop()
+    writer = QueuedFrameWriter(writer_end.fileno(), loop, lambda: gone.append(True))
+    messages = [("submit", i, "p" * 100_000) for i in range(10)]  # 1 MB: far past the pipe
+    for message in messages:
+        writer.send(message)  # returns at once: nobody reads yet
+    assert writer.pending > 0
+    # The child reads with Connection.recv: every message whole, in order, as it drains.
+    got = await asyncio.to_thread(lambda: [reader_end.recv() for _ in messages])
+    assert got == messages
+    while writer.pending:  # the last piece went out as the reader took it
+        await asyncio.sleep(0)
+    assert not gone
+    writer.close()
+    writer_end.close()
+    reader_end.close()
+
+
+async def test_the_queued_writer_says_when_the_reader_is_gone() -> None:
+    reader_end, writer_end = multiprocessing.Pipe(duplex=False)
+    gone: list[bool] = []
+    loop = asyncio.get_running_loop()
+    writer = QueuedFrameWriter(writer_end.fileno(), loop, lambda: gone.append(True))
+    reader_end.close()
+    writer.send(("submit", 1))
+    assert gone == [True] and writer.pending == 0
+    writer_end.close()
