@@ -262,11 +262,10 @@ class Readers:
                 self.feed.take_all(messages)
 
     def _heartbeat(self) -> None:
-        """Renew the lease of this worker's jobs (XCLAIM resets their idle time)."""
-        owned = self.redis.xpending_range(
-            self.keys.jobs, GROUP, "-", "+", self.feed.capacity, consumername=self.consumer
-        )
-        ids: list[Any] = [entry["message_id"] for entry in owned]
+        """Renew the lease of the jobs this worker runs (XCLAIM resets their idle time).
+        Only those: an entry pending for it that it never took (the reply of its read was
+        lost) must run out, so that XAUTOCLAIM hands it to a worker that runs it."""
+        ids: list[Any] = [a.message_id for a in list(self.feed.jobs.values()) if not a.lost]
         if ids:
             self.redis.xclaim(self.keys.jobs, GROUP, self.consumer, 0, ids, justid=True)
 
