@@ -39,15 +39,49 @@ async def sse_events(base_url: str, path: str, body: dict[str, Any]) -> list[dic
         return [json.loads(sse.data) async for sse in source.aiter_sse()]
 
 
-class SSEReader:
-    """An SSE stream read in the background: each event's JSON as it arrives, so a test can
-    wait for a number of events, then do something while the stream is still open."""
+class BackgroundReader:
+    """A response read by a task of its own into `got`, so a test can wait for some of it,
+    then act while the response is still open."""
 
     WAIT_S = 60.0
+    task: asyncio.Future
+
+    @property
+    def got(self) -> list[Any]:
+        """What has arrived so far."""
+        raise NotImplementedError
+
+    async def until(self, condition: Callable[[], object], what: str) -> None:
+        """Wait for `condition()` (maybe async); fail if the response ends first or it
+        never holds."""
+        try:
+            async with asyncio.timeout(self.WAIT_S):
+                while not await holds(condition):
+                    if self.task.done():
+                        await self.task  # raises if reading failed
+                        raise AssertionError(f"the stream ended before {what}: {self.got}")
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise AssertionError(f"not within {self.WAIT_S} s: {what}") from None
+
+    async def disconnect(self) -> list[Any]:
+        """Close the connection now (the server sees the client leave); what came so far."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return self.got
+
+
+class SSEReader(BackgroundReader):
+    """An SSE stream read in the background: each event's JSON as it arrives."""
 
     def __init__(self, base_url: str, path: str, body: dict[str, Any] | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self.task = asyncio.ensure_future(self._read(base_url, path, body))
+
+    @property
+    def got(self) -> list[Any]:
+        return self.events
 
     async def _read(self, base_url: str, path: str, body: dict[str, Any] | None):
         async with (
@@ -63,40 +97,23 @@ class SSEReader:
         """A condition: `count` events (or the stream's end) have arrived."""
         return lambda: len(self.events) >= count or self.task.done()
 
-    async def until(self, condition: Callable[[], object], what: str) -> None:
-        """Wait for `condition()` (maybe async); fail if the stream ends first or it never holds."""
-        try:
-            async with asyncio.timeout(self.WAIT_S):
-                while not await holds(condition):
-                    if self.task.done():
-                        await self.task  # raises if reading failed
-                        raise AssertionError(f"the stream ended before {what}: {self.events}")
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            raise AssertionError(f"not within {self.WAIT_S} s: {what}") from None
-
     async def result(self) -> list[dict[str, Any]]:
         """Every event, once the stream has ended."""
         return await self.task
 
-    async def disconnect(self) -> list[dict[str, Any]]:
-        """Close the connection now (the server sees the client leave); the events so far."""
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        return self.events
 
-
-class LineReader:
+class LineReader(BackgroundReader):
     """A POSTed SSE response read in the background as raw lines (comments included, empty
     lines left out), for the OpenAI routes."""
-
-    WAIT_S = 60.0
 
     def __init__(self, base_url: str, path: str, body: dict[str, Any]) -> None:
         self.lines: list[str] = []
         self.status: int | None = None
         self.task = asyncio.ensure_future(self._read(base_url, path, body))
+
+    @property
+    def got(self) -> list[Any]:
+        return self.lines
 
     async def _read(self, base_url: str, path: str, body: dict[str, Any]) -> list[str]:
         async with (
@@ -117,31 +134,11 @@ class LineReader:
         """A condition: `count` data lines (or the response's end) have arrived."""
         return lambda: len(self.data()) >= count or self.task.done()
 
-    async def until(self, condition: Callable[[], object], what: str) -> None:
-        """Wait for `condition()` (maybe async); fail if the response ends first or it
-        never holds."""
-        try:
-            async with asyncio.timeout(self.WAIT_S):
-                while not await holds(condition):
-                    if self.task.done():
-                        await self.task  # raises if reading failed
-                        raise AssertionError(f"the stream ended before {what}: {self.lines}")
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            raise AssertionError(f"not within {self.WAIT_S} s: {what}") from None
-
     async def result(self) -> list[str]:
         """Every line, once the response has ended with status 200."""
         lines = await self.task
         assert self.status == 200
         return lines
-
-    async def disconnect(self) -> list[str]:
-        """Close the connection now (the server sees the client leave); the lines so far."""
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        return self.lines
 
 
 async def stream_opened(base_url: str, stream_id: str) -> bool:
