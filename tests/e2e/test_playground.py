@@ -41,6 +41,7 @@ WAIT_S = 60.0
 TEXT_MODEL = "shakespeare"
 RUNNING = "mlserver_streaming:num_requests_running"
 FINISHED = "mlserver_streaming:request_success_total"
+GENERATED = "mlserver_streaming:generation_tokens_total"
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(
@@ -72,6 +73,23 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots go."""
     folder = os.environ.get("PLAYGROUND_SCREENSHOT_DIR")
     return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+
+
+PAGE_CATCH_UP_S = 2.0
+"""How long the engine waits for the page to show a step's tokens (a token of blanks
+shows nothing new: then it steps on after this)."""
+
+
+def generated(server) -> float:
+    """Tokens the text model has generated so far, by the server's count."""
+    return asyncio.run(metric(server, GENERATED, model_name=TEXT_MODEL))
+
+
+def settle(check: Callable[[], object], timeout: float) -> None:
+    """Poll `check` for up to `timeout` seconds; go on either way."""
+    end = time.monotonic() + timeout
+    while not check() and time.monotonic() < end:
+        time.sleep(0.01)
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT_S) -> object:
@@ -115,16 +133,22 @@ def test_text_grows_while_streaming_and_stop_frees_the_sequence(browser, server)
     fill(browser, "text-seed", "3")  # 250 tokens, no early end
     output = browser.find_element(By.ID, "text-output")
     # The engines run only a few milliseconds at a time, between samples: the completion
-    # grows by a token or a few per step and is still streaming when Stop is pressed.
+    # grows by a token or a few per step and is still streaming when Stop is pressed. After
+    # a step that made tokens the page gets time to show them before the next step, so a
+    # browser slowed by a busy machine cannot let the engine run on to the end unseen.
     with Pause.engines_of(server).held() as engines:
         browser.find_element(By.ID, "text-send").click()
         samples = [""]
+        tokens = generated(server)
         deadline = time.monotonic() + WAIT_S
         while len(set(samples)) < 5:
             assert state(browser, "text") == "streaming", samples
             assert time.monotonic() < deadline, f"the text did not grow: {samples}"
             engines.step()
             time.sleep(0.02)  # what the step generated reaches the page meanwhile
+            if generated(server) > tokens:
+                tokens = generated(server)
+                settle(lambda: output.text != samples[-1], PAGE_CATCH_UP_S)
             samples.append(output.text)
         growth = [b for a, b in zip(samples, samples[1:], strict=False) if b != a]
         assert len(growth) >= 4, f"the text did not grow step by step: {samples}"
