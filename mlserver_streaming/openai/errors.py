@@ -7,7 +7,6 @@ the engine is gone); after it started, in-band as `data: {"error": ...}` then `d
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,8 +21,6 @@ from ..errors import (
 )
 from ..events import FinishReason
 from ..text.sample.generation import Delta
-
-logger = logging.getLogger(__name__)
 
 HTTP_PAYLOAD_TOO_LARGE = 413
 HTTP_INTERNAL = 500

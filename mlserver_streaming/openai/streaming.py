@@ -8,7 +8,6 @@ tasks, and leaving `deltas` early cancels each unfinished sequence (disconnect).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +16,6 @@ from ..events import FinishReason
 from ..text.loaded import TextModel
 from ..text.record import RequestRecord
 from ..text.sample.generation import Delta
-
-logger = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 

@@ -8,7 +8,6 @@ stopping, detokenizer) exist only here, where tokens are sampled.
 
 from __future__ import annotations
 
-import logging
 import queue
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from .messages import Cancel, Command, Stop, Submit
 from .scheduler import Scheduler, SequenceRequest
 from .step_output import StepOutput
 from .warmup import warm_up
-
-logger = logging.getLogger(__name__)
 
 SHUTDOWN_MESSAGE = "the text engine is shutting down"
 
